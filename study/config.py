@@ -1,0 +1,42 @@
+"""Where things live on disk, read once from the environment.
+
+Only the entry points call these; lower layers receive paths as arguments (benchopt's rule: flags and
+environment become plain values at the edge).
+
+- ``TRANSFER_STUDY_DATA``: one or more data directories (``os.pathsep``-separated) holding datasets in
+  their distributed layouts, e.g. ``../shared/datapack``. Downloads go to the first writable one.
+- ``TRANSFER_STUDY_CACHE``: decoded images and cached activations (safe to delete; rebuilt on demand).
+- ``KERAS_HOME``: Keras' own cache; ImageNet weights are looked up in ``$KERAS_HOME/models``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_HOME = Path(os.path.expanduser("~")) / ".cache" / "transfer-study"
+
+
+def data_dirs() -> list[Path]:
+    """Directories searched for datasets, in order."""
+    raw = os.environ.get("TRANSFER_STUDY_DATA", "")
+    dirs = [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+    return dirs or [DEFAULT_HOME / "data"]
+
+
+def download_dir() -> Path:
+    """Where a missing dataset is downloaded to: the first writable data directory."""
+    for d in data_dirs():
+        if d.exists() and os.access(d, os.W_OK):
+            return d
+    return DEFAULT_HOME / "data"
+
+
+def cache_dir() -> Path:
+    """Root of derived, rebuildable files (decoded images, activation cache)."""
+    return Path(os.environ.get("TRANSFER_STUDY_CACHE", DEFAULT_HOME / "cache")).expanduser()
+
+
+def keras_home() -> Path:
+    """Keras' cache directory (``$KERAS_HOME`` or ``~/.keras``)."""
+    return Path(os.environ.get("KERAS_HOME", Path("~/.keras").expanduser())).expanduser()
