@@ -1,0 +1,284 @@
+"""Backbone registry: ImageNet models described as data (timm / Keras Applications style).
+
+Each record names the Keras Applications constructor, its own ``preprocess_input``, the weights file that
+Keras downloads (official URL and hash), and the **block boundaries**: the layer that ends the stem and each
+repeated unit (the residual ``add`` where a block has one). "Unfreeze the top k blocks" therefore means
+"train everything after ``blocks[-k-1]``" on every backbone, and any boundary is a valid cut: the network
+above it depends on that one tensor only (``tests/test_backbones.py`` checks every cut).
+
+Weights are always loaded by building the network with ``weights=None`` at the requested input size and then
+loading the ``no_top`` file: the networks are fully convolutional, so the 224-px file serves every size, and a
+Keras cache that only holds the 224 file (as ``../shared/keras`` does) works at 96, 128, 160...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from study import config
+from study.errors import StudyError, WeightsUnavailableError, unknown_name
+
+KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything the study needs to know about one ImageNet backbone."""
+
+    name: str
+    constructor: str  # attribute of keras.applications
+    preprocess: str  # keras.applications sub-module whose preprocess_input this model expects
+    weights_file: str  # name Keras looks for in $KERAS_HOME/models
+    weights_url: str
+    blocks: tuple[str, ...]  # boundary layers, bottom (stem) to top (model output)
+    default_top_k: int  # blocks fine_tune_top unfreezes unless told otherwise
+    weights_md5: str | None = None  # the hash Keras itself checks; None where Keras has none
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    min_size: int = 32
+    family: str = ""
+    note: str = ""
+
+    @property
+    def n_blocks(self) -> int:
+        """Blocks above the stem (the most ``fine_tune_top`` can unfreeze)."""
+        return len(self.blocks) - 1
+
+    def freeze_point(self, top_k: int) -> str:
+        """Layer whose output feeds the top ``top_k`` trainable blocks."""
+        if not 1 <= top_k <= self.n_blocks:
+            raise StudyError(f"top_k={top_k} is out of range for backbone {self.name!r}: choose 1..{self.n_blocks}")
+        return self.blocks[-top_k - 1]
+
+
+def _mnv2_blocks() -> tuple[str, ...]:
+    # Expansion blocks 1..16; a block with a residual connection ends at its add layer.
+    residual = {2, 4, 5, 7, 8, 9, 11, 12, 14, 15}
+    body = [f"block_{i}_add" if i in residual else f"block_{i}_project_BN" for i in range(1, 17)]
+    return ("expanded_conv_project_BN", *body, "out_relu")
+
+
+def _resnet50_blocks() -> tuple[str, ...]:
+    stages = {2: 3, 3: 4, 4: 6, 5: 3}
+    return ("pool1_pool", *(f"conv{s}_block{b}_out" for s, n in stages.items() for b in range(1, n + 1)))
+
+
+def _effnetb0_blocks() -> tuple[str, ...]:
+    repeats = {1: 1, 2: 2, 3: 2, 4: 3, 5: 3, 6: 4, 7: 1}
+    body = [
+        f"block{s}{chr(97 + r)}_add" if r else f"block{s}a_project_bn" for s, n in repeats.items() for r in range(n)
+    ]
+    return ("stem_activation", *body, "top_activation")
+
+
+REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add a backbone to the registry (tests register tiny ones the same way)."""
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    BackboneSpec(
+        name="mobilenet_v2",
+        constructor="MobileNetV2",
+        preprocess="mobilenet_v2",
+        weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        weights_url=KERAS_APPS + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        blocks=_mnv2_blocks(),
+        default_top_k=6,  # blocks 12-16 + the 1x1 head conv, close to the TF tutorial's fine_tune_at=100
+        kwargs={"alpha": 1.0},
+        family="mobilenet",
+    ),
+    BackboneSpec(
+        name="mobilenet_075",
+        constructor="MobileNet",
+        preprocess="mobilenet",
+        weights_file="mobilenet_7_5_224_tf_no_top.h5",
+        weights_url=KERAS_APPS + "mobilenet/mobilenet_7_5_224_tf_no_top.h5",
+        blocks=("conv1_relu", *(f"conv_pw_{i}_relu" for i in range(1, 14))),
+        default_top_k=4,
+        kwargs={"alpha": 0.75},
+        family="mobilenet",
+    ),
+    BackboneSpec(
+        name="vgg16",
+        constructor="VGG16",
+        preprocess="vgg16",
+        weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_url=KERAS_APPS + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_md5="6d6bbae143d832006294945121d1f1fc",
+        blocks=tuple(f"block{i}_pool" for i in range(1, 6)),
+        default_top_k=1,
+        family="vgg",
+    ),
+    BackboneSpec(
+        name="resnet50",
+        constructor="ResNet50",
+        preprocess="resnet",
+        weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_url=KERAS_APPS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_md5="4d473c1dd8becc155b73f8504c6f6626",
+        blocks=_resnet50_blocks(),
+        default_top_k=3,  # stage conv5
+        family="resnet",
+    ),
+    BackboneSpec(
+        name="efficientnet_b0",
+        constructor="EfficientNetB0",
+        preprocess="efficientnet",  # identity: the model rescales and normalises inside
+        weights_file="efficientnetb0_notop.h5",
+        weights_url="https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
+        weights_md5="50bc09e76180e00e4465e1a485ddc09d",
+        blocks=_effnetb0_blocks(),
+        default_top_k=5,  # stage 6 (4 blocks) + stage 7
+        family="efficientnet",
+    ),
+):
+    register_backbone(_spec)
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """Registry lookup; an unknown name lists the known ones."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise unknown_name("backbone", name, list(REGISTRY)) from None
+
+
+def list_backbones() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def check_image_size(spec: BackboneSpec, image_size: int) -> None:
+    if image_size < spec.min_size:
+        raise StudyError(
+            f"image size {image_size} is too small for backbone {spec.name!r}: use at least {spec.min_size} px"
+        )
+
+
+def preprocess_fn(spec: BackboneSpec) -> Callable[[Any], Any]:
+    """The backbone's own ``preprocess_input`` (uint8/float RGB in, what the weights expect out)."""
+    import keras
+
+    return getattr(keras.applications, spec.preprocess).preprocess_input
+
+
+def preprocess(spec: BackboneSpec, images: np.ndarray) -> np.ndarray:
+    """Preprocess a uint8 batch into float32 without touching the caller's array."""
+    return np.asarray(preprocess_fn(spec)(images.astype("float32")), dtype="float32")
+
+
+def weights_available(spec: BackboneSpec, keras_home: Path | None = None) -> bool:
+    """True when the ImageNet file is already in the Keras cache (no download needed)."""
+    return (Path(keras_home or config.keras_home()) / "models" / spec.weights_file).is_file()
+
+
+def resolve_weights(spec: BackboneSpec, keras_home: Path | None = None) -> Path:
+    """Path of the backbone's ImageNet ``no_top`` weights: the Keras cache, else Keras' own download.
+
+    Offline with no cached file this raises ``WeightsUnavailableError`` naming the file, the folder it
+    looked in and the URL, instead of Keras' long network traceback.
+    """
+    home = Path(keras_home or config.keras_home())
+    cached = home / "models" / spec.weights_file
+    if cached.is_file():
+        if spec.weights_md5 and _md5(cached) != spec.weights_md5:
+            raise WeightsUnavailableError(
+                f"{cached} is corrupt (md5 differs from Keras' {spec.weights_md5}); delete it and retry online"
+            )
+        return cached
+    import keras
+
+    try:
+        got = keras.utils.get_file(
+            spec.weights_file,
+            spec.weights_url,
+            cache_dir=str(home),
+            cache_subdir="models",
+            file_hash=spec.weights_md5,
+        )
+    except Exception as exc:  # network errors come in many types; all mean "not available"
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise WeightsUnavailableError(
+            f"ImageNet weights for backbone {spec.name!r} are not available: {spec.weights_file} is not in "
+            f"{home / 'models'} (KERAS_HOME) and downloading {spec.weights_url} failed ({reason}). "
+            "Go online once, or point KERAS_HOME at a Keras cache that holds the file."
+        ) from None
+    return Path(got)
+
+
+@cache
+def _md5_cached(path: str, size: int, mtime: float) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _md5(path: Path) -> str:
+    st = os.stat(path)
+    return _md5_cached(str(path), st.st_size, st.st_mtime)
+
+
+@cache
+def _sha256_cached(path: str, size: int, mtime: float) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_checksum(path: Path) -> str:
+    """sha256 of a weights file (recorded as provenance and used in activation-cache keys)."""
+    st = os.stat(path)
+    return _sha256_cached(str(path), st.st_size, st.st_mtime)
+
+
+def build_backbone(
+    name: str | BackboneSpec,
+    image_size: int,
+    weights: str | None = "imagenet",
+    keras_home: Path | None = None,
+) -> Any:
+    """A headless ``keras.Model`` at ``image_size`` px, with ImageNet weights or randomly initialised.
+
+    ``weights=None`` is the from-scratch architecture (same layers, random init).
+    """
+    import keras
+
+    spec = name if isinstance(name, BackboneSpec) else get_backbone(name)
+    check_image_size(spec, image_size)
+    if weights not in ("imagenet", None):
+        raise StudyError(f"weights must be 'imagenet' or None, got {weights!r}")
+    path = resolve_weights(spec, keras_home) if weights == "imagenet" else None
+    ctor = getattr(keras.applications, spec.constructor)
+    model = ctor(include_top=False, weights=None, input_shape=(image_size, image_size, 3), **spec.kwargs)
+    if path is not None:
+        model.load_weights(str(path))
+    return model
+
+
+def split_at(model: Any, layer_name: str) -> tuple[Any, Any]:
+    """Cut a backbone at a block boundary into (frozen prefix, trainable top).
+
+    ``top(prefix(x)) == model(x)``: the cached activations of the prefix are exactly what the top sees.
+    The two share layer objects (and so weights) with ``model``.
+    """
+    import keras
+
+    cut = model.get_layer(layer_name).output
+    prefix = keras.Model(model.input, cut, name=f"{model.name}_to_{layer_name}")
+    top = keras.Model(cut, model.output, name=f"{model.name}_from_{layer_name}")
+    return prefix, top

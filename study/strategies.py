@@ -1,0 +1,511 @@
+"""Strategy registry: the ways of using (or not using) an ImageNet backbone, each with its recipe.
+
+Every strategy takes one cell's data, a backbone and a ``TrainConfig`` and returns a ``FitResult``. Whatever
+is frozen is read from the activation cache (``study.features``), never recomputed:
+
+- ``feature_extraction`` trains a new head on cached pooled features;
+- ``fine_tune_top`` reuses that head phase, then trains only the top k blocks on cached activations at the
+  freeze point (the prefix below it is never run again);
+- ``full_fine_tune`` reuses the head phase, then must run the whole network (everything trains);
+- ``linear_probe`` fits scikit-learn's logistic regression on the cached pooled features;
+- ``scratch`` / ``scratch_small`` train from random initialisation on images.
+
+Pretrained layers always run in inference mode (``training=False``), as in the Keras transfer-learning guide:
+frozen BatchNorm layers keep their ImageNet statistics, and unfrozen ones train gamma/beta but keep their
+moving statistics, which small training sets would otherwise wreck.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from study.backbones import BackboneSpec, build_backbone, preprocess_fn, split_at
+from study.errors import unknown_name
+from study.features import POOLED, FeatureEngine
+from study.training import (
+    CellData,
+    FitResult,
+    TrainConfig,
+    count_params,
+    fit,
+    make_dataset,
+    predict_proba,
+)
+
+RunFn = Callable[[CellData, BackboneSpec, TrainConfig, FeatureEngine], FitResult]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named recipe. ``uses_backbone=False`` means the backbone axis does not apply (``scratch_small``)."""
+
+    name: str
+    pretrained: bool
+    recipe: str
+    run: RunFn
+    uses_backbone: bool = True
+    cached: bool = True  # trains on cached activations (cheap to tune)
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(strategy: Strategy) -> Strategy:
+    STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
+def get_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise unknown_name("strategy", name, list(STRATEGIES)) from None
+
+
+def list_strategies() -> list[str]:
+    return list(STRATEGIES)
+
+
+# --------------------------------------------------------------------------------------------- building blocks
+
+
+def _seed(cfg: TrainConfig) -> None:
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+
+
+def _head(n_classes: int, cfg: TrainConfig, name: str = "head") -> Any:
+    """GAP'd features -> dropout -> dense softmax (the classifier every pretrained strategy adds)."""
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.layers.Dropout(cfg.dropout),
+            keras.layers.Dense(
+                n_classes, activation="softmax", kernel_regularizer=keras.regularizers.L2(cfg.weight_decay)
+            ),
+        ],
+        name=name,
+    )
+
+
+def _view_sampler(views: int) -> Any:
+    """Per-batch transform picking one cached augmented view per example (identity for a single view)."""
+    import tensorflow as tf
+
+    if views == 1:
+        return lambda x, y: (x[:, 0], y)
+
+    def pick(x: Any, y: Any) -> Any:
+        v = tf.random.uniform([tf.shape(x)[0]], 0, views, dtype=tf.int32)
+        return tf.gather(x, v, axis=1, batch_dims=1), y
+
+    return pick
+
+
+def _views(cfg: TrainConfig) -> int:
+    return cfg.augment_views if cfg.augment else 1
+
+
+def _fit_on_cached(
+    model: Any, train_x: np.ndarray, data: CellData, val_x: np.ndarray, cfg: TrainConfig, lr: float, phase: str
+) -> list[dict[str, Any]]:
+    """Fit on cached inputs: ``train_x`` is (views, n, ...), ``val_x`` is (n, ...)."""
+    train_ds = make_dataset(
+        np.moveaxis(train_x, 0, 1), data.y_train, cfg.batch_size, True, cfg.seed, _view_sampler(len(train_x))
+    )
+    val_ds = make_dataset(val_x, data.y_val, cfg.batch_size, False, cfg.seed)
+    return fit(model, train_ds, val_ds, lr, cfg.epochs, cfg.patience, phase)
+
+
+@dataclass
+class _HeadPhase:
+    head: Any
+    curves: list[dict[str, Any]]
+    train_seconds: float
+
+
+def _train_head(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> _HeadPhase:
+    """Head-only training on cached pooled features: feature extraction, and phase 1 of both fine-tunes."""
+    import keras
+
+    ftr = engine.pooled(data, spec, "pool", data.train_idx, _views(cfg))
+    fval = engine.pooled(data, spec, "pool", data.val_idx)[0]
+    head = _head(data.n_classes, cfg)
+    model = keras.Sequential([keras.Input(shape=ftr.shape[2:]), head])
+    t0 = time.perf_counter()
+    curves = _fit_on_cached(model, ftr, data, fval, cfg, cfg.lr_head, "head")
+    return _HeadPhase(head, curves, time.perf_counter() - t0)
+
+
+def deployable(spec: BackboneSpec, backbone: Any, head: Any, image_size: int) -> Any:
+    """Images (float RGB 0..255) in, probabilities out: preprocessing, backbone, pooling and head in one model."""
+    import keras
+
+    inp = keras.Input(shape=(image_size, image_size, 3), name="image")
+    x = keras.layers.Lambda(preprocess_fn(spec), name="preprocess")(inp)
+    x = backbone(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, head(x), name=f"{spec.name}_classifier")
+
+
+def _finish(
+    data: CellData,
+    spec: BackboneSpec,
+    engine: FeatureEngine,
+    extract_before: float,
+    predict_val: Callable[[], np.ndarray],
+    predict_test: Callable[[], np.ndarray],
+    curves: list[dict[str, Any]],
+    train_seconds: float,
+    trainable: int,
+    build_model: Callable[[], Any] | None,
+    info: dict[str, Any],
+) -> FitResult:
+    t0 = time.perf_counter()
+    val_proba, test_proba = predict_val(), predict_test()
+    eval_seconds = time.perf_counter() - t0
+    model = build_model() if build_model else None
+    total = count_params(model)[1] if model is not None else trainable
+    return FitResult(
+        val_proba=val_proba,
+        test_proba=test_proba,
+        curves=curves,
+        timings={
+            "extract_seconds": engine.cache.stats.extract_seconds - extract_before,
+            "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds,
+        },
+        trainable_params=trainable,
+        total_params=total,
+        model=model,
+        info=info,
+    )
+
+
+# ------------------------------------------------------------------------------------------------- strategies
+
+
+def run_feature_extraction(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    _seed(cfg)
+    before = engine.cache.stats.extract_seconds
+    phase = _train_head(data, spec, cfg, engine)
+    fval = engine.pooled(data, spec, "pool", data.val_idx)[0]
+    ftest = engine.pooled(data, spec, "test", data.test_idx)[0]
+    return _finish(
+        data,
+        spec,
+        engine,
+        before,
+        lambda: predict_proba(phase.head, fval),
+        lambda: predict_proba(phase.head, ftest),
+        phase.curves,
+        phase.train_seconds,
+        count_params(phase.head)[0],
+        lambda: deployable(spec, _frozen(build_backbone(spec, data.image_size)), phase.head, data.image_size),
+        {"views": _views(cfg), "freeze_point": POOLED},
+    )
+
+
+def run_fine_tune_top(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    import keras
+
+    _seed(cfg)
+    before = engine.cache.stats.extract_seconds
+    k = cfg.top_k or spec.default_top_k
+    layer = spec.freeze_point(k)
+    phase = _train_head(data, spec, cfg, engine)
+    views = _views(cfg)
+    atr = engine.activations(data, spec, layer, "pool", data.train_idx, views)
+    aval = engine.activations(data, spec, layer, "pool", data.val_idx)[0]
+    atest = engine.activations(data, spec, layer, "test", data.test_idx)[0]
+
+    backbone = build_backbone(spec, data.image_size)
+    prefix, top = split_at(backbone, layer)
+    prefix.trainable = False
+    top.trainable = True
+    inp = keras.Input(shape=atr.shape[2:])
+    x = top(inp, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, phase.head(x))
+    t0 = time.perf_counter()
+    curves = phase.curves + _fit_on_cached(model, atr, data, aval, cfg, cfg.lr_finetune, "fine_tune")
+    train_seconds = phase.train_seconds + time.perf_counter() - t0
+    trainable = count_params(model)[0]
+    backbone.trainable = False  # the deployable model is for inference
+    return _finish(
+        data,
+        spec,
+        engine,
+        before,
+        lambda: predict_proba(model, aval),
+        lambda: predict_proba(model, atest),
+        curves,
+        train_seconds,
+        trainable,
+        lambda: deployable(spec, backbone, phase.head, data.image_size),
+        {"views": views, "freeze_point": layer, "top_k": k, "backbone": backbone},
+    )
+
+
+def _image_pipeline(spec: BackboneSpec | None, cfg: TrainConfig, training: bool) -> Any:
+    """Per-batch transform for models trained on images: online augmentation (train only), preprocessing."""
+    import keras
+    import tensorflow as tf
+
+    prep = preprocess_fn(spec) if spec is not None else (lambda x: x)
+    aug = None
+    if training and cfg.augment:
+        aug = keras.Sequential(
+            [
+                keras.layers.RandomFlip("horizontal", seed=cfg.seed),
+                keras.layers.RandomRotation(0.1, seed=cfg.seed),
+                keras.layers.RandomZoom(0.1, seed=cfg.seed),
+                keras.layers.RandomContrast(0.1, seed=cfg.seed),
+            ]
+        )
+
+    def transform(x: Any, y: Any) -> Any:
+        x = tf.cast(x, tf.float32)
+        if aug is not None:
+            x = aug(x, training=True)
+        return prep(x), y
+
+    return transform
+
+
+def _fit_on_images(
+    model: Any, data: CellData, spec: BackboneSpec | None, cfg: TrainConfig, lr: float, phase: str
+) -> Any:
+    train_ds = make_dataset(
+        data.pool.images[data.train_idx], data.y_train, cfg.batch_size, True, cfg.seed, _image_pipeline(spec, cfg, True)
+    )
+    val_ds = make_dataset(
+        data.pool.images[data.val_idx], data.y_val, cfg.batch_size, False, cfg.seed, _image_pipeline(spec, cfg, False)
+    )
+    return fit(model, train_ds, val_ds, lr, cfg.epochs, cfg.patience, phase)
+
+
+def _predict_images(model: Any, images: np.ndarray, spec: BackboneSpec | None) -> np.ndarray:
+    import tensorflow as tf
+
+    prep = preprocess_fn(spec) if spec is not None else (lambda x: x)
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(64).map(lambda x: prep(tf.cast(x, tf.float32)))
+    return np.asarray(model.predict(ds.prefetch(tf.data.AUTOTUNE), verbose=0), dtype=np.float64)
+
+
+def _frozen(model: Any) -> Any:
+    model.trainable = False
+    return model
+
+
+def run_full_fine_tune(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    import keras
+
+    _seed(cfg)
+    before = engine.cache.stats.extract_seconds
+    phase = _train_head(data, spec, cfg, engine)
+    backbone = build_backbone(spec, data.image_size)
+    backbone.trainable = True
+    inp = keras.Input(shape=(data.image_size, data.image_size, 3))
+    x = backbone(inp, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, phase.head(x))
+    t0 = time.perf_counter()
+    curves = phase.curves + _fit_on_images(model, data, spec, cfg, cfg.lr_finetune, "fine_tune")
+    train_seconds = phase.train_seconds + time.perf_counter() - t0
+    trainable = count_params(model)[0]
+    backbone.trainable = False
+    return _finish(
+        data,
+        spec,
+        engine,
+        before,
+        lambda: _predict_images(model, data.pool.images[data.val_idx], spec),
+        lambda: _predict_images(model, data.test.images[data.test_idx], spec),
+        curves,
+        train_seconds,
+        trainable,
+        lambda: deployable(spec, backbone, phase.head, data.image_size),
+        {"views": 1, "freeze_point": None},
+    )
+
+
+def run_scratch(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    import keras
+
+    _seed(cfg)
+    before = engine.cache.stats.extract_seconds
+    backbone = build_backbone(spec, data.image_size, weights=None)
+    inp = keras.Input(shape=(data.image_size, data.image_size, 3))
+    x = keras.layers.GlobalAveragePooling2D()(backbone(inp))  # BatchNorm trains normally here
+    model = keras.Model(inp, _head(data.n_classes, cfg)(x))
+    t0 = time.perf_counter()
+    curves = _fit_on_images(model, data, spec, cfg, cfg.lr_head, "scratch")
+    train_seconds = time.perf_counter() - t0
+    return _finish(
+        data,
+        spec,
+        engine,
+        before,
+        lambda: _predict_images(model, data.pool.images[data.val_idx], spec),
+        lambda: _predict_images(model, data.test.images[data.test_idx], spec),
+        curves,
+        train_seconds,
+        count_params(model)[0],
+        lambda: _with_preprocessing(model, spec, data.image_size),
+        {"views": 1, "freeze_point": None},
+    )
+
+
+def _with_preprocessing(model: Any, spec: BackboneSpec | None, image_size: int) -> Any:
+    import keras
+
+    inp = keras.Input(shape=(image_size, image_size, 3), name="image")
+    x = keras.layers.Lambda(preprocess_fn(spec), name="preprocess")(inp) if spec is not None else inp
+    return keras.Model(inp, model(x, training=False))
+
+
+def small_cnn(image_size: int, n_classes: int, cfg: TrainConfig) -> Any:
+    """Four conv blocks without BatchNorm: with early stopping on small sets, BN variants collapsed to one class."""
+    import keras
+
+    layers: list[Any] = [keras.Input(shape=(image_size, image_size, 3)), keras.layers.Rescaling(1 / 255.0)]
+    for filters in (32, 64, 128, 128):
+        layers += [keras.layers.Conv2D(filters, 3, padding="same", activation="relu")]
+        if image_size >= 16:
+            layers += [keras.layers.MaxPooling2D()]
+            image_size //= 2
+    layers += [keras.layers.GlobalAveragePooling2D(), _head(n_classes, cfg)]
+    return keras.Sequential(layers, name="small_cnn")
+
+
+def run_scratch_small(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    _seed(cfg)
+    before = engine.cache.stats.extract_seconds
+    model = small_cnn(data.image_size, data.n_classes, cfg)
+    t0 = time.perf_counter()
+    curves = _fit_on_images(model, data, None, cfg, cfg.lr_head, "scratch")
+    train_seconds = time.perf_counter() - t0
+    return _finish(
+        data,
+        spec,
+        engine,
+        before,
+        lambda: _predict_images(model, data.pool.images[data.val_idx], None),
+        lambda: _predict_images(model, data.test.images[data.test_idx], None),
+        curves,
+        train_seconds,
+        count_params(model)[0],
+        lambda: model,
+        {"views": 1, "freeze_point": None},
+    )
+
+
+def run_linear_probe(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    """Standardised pooled features + multinomial logistic regression; folded into one Dense layer to deploy."""
+    import keras
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    before = engine.cache.stats.extract_seconds
+    ftr = engine.pooled(data, spec, "pool", data.train_idx)[0]
+    fval = engine.pooled(data, spec, "pool", data.val_idx)[0]
+    ftest = engine.pooled(data, spec, "test", data.test_idx)[0]
+    t0 = time.perf_counter()
+    scaler = StandardScaler().fit(ftr)
+    clf = LogisticRegression(C=cfg.linear_c, max_iter=2000, random_state=cfg.seed)
+    clf.fit(scaler.transform(ftr), data.y_train)
+    train_seconds = time.perf_counter() - t0
+
+    def proba(f: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(f), data.n_classes))
+        out[:, clf.classes_] = clf.predict_proba(scaler.transform(f))
+        return out
+
+    def build() -> Any:
+        # z = (f - mu) / sd; logits = z W^T + b  ==  f (W / sd)^T + (b - (mu / sd) W^T)
+        w = np.zeros((data.n_classes, ftr.shape[1]))
+        b = np.full(data.n_classes, -1e4)  # classes absent from training never win
+        coef, icpt = clf.coef_, clf.intercept_
+        if len(clf.classes_) == 2 and coef.shape[0] == 1:
+            coef, icpt = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, icpt[0]])
+        w[clf.classes_], b[clf.classes_] = coef, icpt
+        sd = scaler.scale_
+        dense = keras.layers.Dense(data.n_classes, activation="softmax")
+        dense.build((None, ftr.shape[1]))
+        dense.set_weights([(w / sd).T.astype("float32"), (b - (scaler.mean_ / sd) @ w.T).astype("float32")])
+        head = keras.Sequential([dense], name="head")
+        return deployable(spec, _frozen(build_backbone(spec, data.image_size)), head, data.image_size)
+
+    return _finish(
+        data,
+        spec,
+        engine,
+        before,
+        lambda: proba(fval),
+        lambda: proba(ftest),
+        [],
+        train_seconds,
+        int(clf.coef_.size + clf.intercept_.size),
+        build,
+        {"views": 1, "freeze_point": POOLED, "n_iter": int(np.max(clf.n_iter_))},
+    )
+
+
+for _s in (
+    Strategy(
+        "scratch",
+        False,
+        "The backbone's architecture, randomly initialised, every layer trained (BatchNorm in training mode) "
+        "with Adam at lr_head: the from-scratch baseline of the same capacity.",
+        run_scratch,
+        cached=False,
+    ),
+    Strategy(
+        "scratch_small",
+        False,
+        "A 4-block CNN (32-64-128-128 filters, no BatchNorm) trained from scratch: the strong baseline on far "
+        "domains and small images. Independent of the backbone.",
+        run_scratch_small,
+        uses_backbone=False,
+        cached=False,
+    ),
+    Strategy(
+        "feature_extraction",
+        True,
+        "Frozen ImageNet backbone, global average pooling, new head (dropout + dense softmax) trained with Adam "
+        "at lr_head on cached pooled features (TF transfer-learning tutorial, phase 1).",
+        run_feature_extraction,
+    ),
+    Strategy(
+        "fine_tune_top",
+        True,
+        "Head-only phase as feature_extraction, then the top k blocks (backbone default unless tuned) and the "
+        "head trained at lr_finetune on cached activations at the freeze point; BatchNorm stays in inference "
+        "mode (TF tutorial phase 2, fine_tune_at).",
+        run_fine_tune_top,
+    ),
+    Strategy(
+        "full_fine_tune",
+        True,
+        "Head-only phase as feature_extraction, then every layer trained at lr_finetune on images; BatchNorm in "
+        "inference mode (Keras guide: unfreeze the whole base after the head has converged).",
+        run_full_fine_tune,
+        cached=False,
+    ),
+    Strategy(
+        "linear_probe",
+        True,
+        "Standardised cached pooled features + scikit-learn multinomial logistic regression (C tuned): the "
+        "cheapest transfer baseline.",
+        run_linear_probe,
+    ),
+):
+    register_strategy(_s)

@@ -1,0 +1,201 @@
+"""Training plumbing shared by every strategy: the data a cell trains on, the fit loop, metrics, costs.
+
+Strategies (``study.strategies``) decide *what* is trained on *which* inputs; this module does the fitting the
+same way for all of them, so differences in results come from the strategy, not from its plumbing:
+``tf.data`` with shuffling and prefetch, Adam, early stopping on validation loss with the best weights
+restored, per-epoch learning curves, and one metrics function.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+if TYPE_CHECKING:
+    from study.loaders import ImageSet
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (what a tuning trial varies)."""
+
+    epochs: int = 10  # per phase; early stopping may end a phase sooner
+    batch_size: int = 32
+    lr_head: float = 1e-3  # head-only phase / scratch training
+    lr_finetune: float = 1e-4  # phase that updates pretrained weights
+    weight_decay: float = 1e-4  # L2 on the new head's kernel
+    dropout: float = 0.2
+    top_k: int | None = None  # fine_tune_top: blocks to unfreeze (None = the backbone's default)
+    patience: int = 3
+    augment: bool = False
+    augment_views: int = 4  # cached augmented views per image when augment=True (view 0 = original)
+    linear_c: float = 1.0  # inverse regularisation of linear_probe
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CellData:
+    """One cell's images: whole splits plus the indices this cell uses (cache rows index the splits)."""
+
+    dataset: str
+    domain: str
+    class_names: list[str]
+    fingerprint: str  # content checksum of the dataset (and any transform): part of every cache key
+    image_size: int
+    pool: ImageSet
+    test: ImageSet
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.pool.labels[self.train_idx]
+
+    @property
+    def y_val(self) -> np.ndarray:
+        return self.pool.labels[self.val_idx]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.test.labels[self.test_idx]
+
+
+@dataclass
+class FitResult:
+    """What a strategy hands back: predictions, curves and costs; the sweep turns it into a row."""
+
+    val_proba: np.ndarray
+    test_proba: np.ndarray
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    trainable_params: int = 0
+    total_params: int = 0
+    model: Any = None  # the deployable keras.Model (images in, probabilities out) when there is one
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def make_dataset(x: Any, y: np.ndarray, batch_size: int, shuffle: bool, seed: int, transform: Any = None) -> Any:
+    """A ``tf.data`` pipeline over in-memory arrays: shuffle, optional per-batch transform, prefetch."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype("int32")))
+    if shuffle:
+        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if transform is not None:
+        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def fit(
+    model: Any,
+    train_ds: Any,
+    val_ds: Any,
+    lr: float,
+    epochs: int,
+    patience: int,
+    phase: str,
+) -> list[dict[str, Any]]:
+    """Compile and fit with early stopping on val loss (best weights restored); return per-epoch curves."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=0
+    )
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop], verbose=0, shuffle=False)
+    h = hist.history
+    best = int(np.argmin(h["val_loss"]))
+    return [
+        {
+            "phase": phase,
+            "epoch": i + 1,
+            "loss": float(h["loss"][i]),
+            "accuracy": float(h["accuracy"][i]),
+            "val_loss": float(h["val_loss"][i]),
+            "val_accuracy": float(h["val_accuracy"][i]),
+            "best": i == best,
+        }
+        for i in range(len(h["loss"]))
+    ]
+
+
+def predict_proba(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities for in-memory inputs, batched, inference mode."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro-F1, ROC-AUC (one-vs-rest), log loss, per-example correctness."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    proba = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    pred = proba.argmax(axis=1)
+    labels = list(range(n_classes))
+    present = np.unique(y_true)
+    try:
+        if n_classes == 2:
+            auc = float(skm.roc_auc_score(y_true, proba[:, 1])) if present.size == 2 else float("nan")
+        else:
+            auc = float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels))
+    except ValueError:
+        auc = float("nan")
+    counts = np.bincount(y_true, minlength=n_classes)
+    return {
+        "accuracy": float(skm.accuracy_score(y_true, pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, pred)),
+        "macro_f1": float(skm.f1_score(y_true, pred, average="macro", labels=labels, zero_division=0)),
+        "roc_auc": auc,
+        "log_loss": float(skm.log_loss(y_true, proba, labels=labels)),
+        "majority_share": float(counts.max() / counts.sum()),
+        "predicted_classes": int(np.unique(pred).size),
+        "correct": (pred == y_true).astype(np.int8).tolist(),
+    }
+
+
+_LATENCY: dict[tuple, float] = {}
+
+
+def cpu_latency_ms(model: Any, image_size: int, key: tuple, runs: int = 20) -> float:
+    """Median wall time of one single-image forward pass (memoised per architecture: weights don't matter)."""
+    if key in _LATENCY:
+        return _LATENCY[key]
+    import tensorflow as tf
+
+    x = tf.constant(np.zeros((1, image_size, image_size, 3), dtype=np.float32))
+    call = tf.function(lambda t: model(t, training=False))
+    for _ in range(3):
+        call(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        call(x).numpy()
+        times.append(time.perf_counter() - t0)
+    _LATENCY[key] = float(np.median(times) * 1000)
+    return _LATENCY[key]
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts of a Keras model."""
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    total = int(sum(np.prod(w.shape) for w in model.weights))
+    return trainable, total
