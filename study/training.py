@@ -145,31 +145,37 @@ def predict_proba(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro-F1, ROC-AUC (one-vs-rest), log loss, per-example correctness."""
+    """``study.stats.prediction_summary`` plus the probability-based metrics: macro-F1, ROC-AUC, log loss.
+
+    Also the degenerate flag (``study.stats.is_degenerate``), so a collapsed model is labelled at the source.
+    """
+    from study.stats import degenerate_rule, prediction_summary
+
     y_true = np.asarray(y_true, dtype=np.int64)
     proba = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)
     proba = proba / proba.sum(axis=1, keepdims=True)
     pred = proba.argmax(axis=1)
     labels = list(range(n_classes))
-    present = np.unique(y_true)
+    out = prediction_summary(y_true, pred, n_classes)
     try:
         if n_classes == 2:
-            auc = float(skm.roc_auc_score(y_true, proba[:, 1])) if present.size == 2 else float("nan")
+            auc = float(skm.roc_auc_score(y_true, proba[:, 1])) if np.unique(y_true).size == 2 else float("nan")
         else:
             auc = float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels))
     except ValueError:
         auc = float("nan")
-    counts = np.bincount(y_true, minlength=n_classes)
-    return {
-        "accuracy": float(skm.accuracy_score(y_true, pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, pred)),
-        "macro_f1": float(skm.f1_score(y_true, pred, average="macro", labels=labels, zero_division=0)),
-        "roc_auc": auc,
-        "log_loss": float(skm.log_loss(y_true, proba, labels=labels)),
-        "majority_share": float(counts.max() / counts.sum()),
-        "predicted_classes": int(np.unique(pred).size),
-        "correct": (pred == y_true).astype(np.int8).tolist(),
-    }
+    out.update(
+        macro_f1=float(skm.f1_score(y_true, pred, average="macro", labels=labels, zero_division=0)),
+        roc_auc=auc,
+        log_loss=float(skm.log_loss(y_true, proba, labels=labels)),
+        predicted_classes=int(np.unique(pred).size),
+    )
+    out["degenerate"] = bool(
+        degenerate_rule(
+            out["accuracy"], out["majority_share"], out["balanced_accuracy"], n_classes, out["top_prediction_share"]
+        )
+    )
+    return out
 
 
 _LATENCY: dict[tuple, float] = {}

@@ -1,0 +1,604 @@
+"""Fair-comparison statistics for the results table.
+
+A *row* is one trained model: one (cell, seed), where a cell is ``CELL_KEYS`` =
+(dataset, n_images, strategy, backbone, image_size). Rows carry ``accuracy``, ``balanced_accuracy``,
+``majority_share`` and, ideally, ``correct``: the per-test-example 0/1 correctness vector (a list), so that
+confidence intervals account for the finite test set as well as for seed-to-seed variation.
+
+Why this module exists: with a few hundred training images a from-scratch network often collapses to the
+majority class, and its accuracy then *looks* like a baseline. Comparing a pretrained strategy against
+such a row would invent a transfer gain. So degenerate rows are flagged (``is_degenerate``,
+``mark_degenerate``) and excluded from every summary and comparison, and every difference comes with a
+bootstrap interval (``bootstrap_ci``, ``difference_ci``) before it is called a gain or a loss.
+
+Every function is deterministic for a fixed ``rng_seed``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from study.errors import StudyError
+
+CELL_KEYS: tuple[str, ...] = ("dataset", "n_images", "strategy", "backbone", "image_size")
+"""Columns that identify a cell; rows of one cell differ only by seed."""
+
+SCRATCH_STRATEGIES: tuple[str, ...] = ("scratch", "scratch_small")
+"""Strategies trained from random initialisation: the baselines that transfer must beat."""
+
+BASELINE_KEYS: tuple[str, ...] = ("dataset", "n_images", "image_size")
+"""The scratch baseline is chosen per (dataset, n_images, image_size), across backbones."""
+
+DEGENERATE_TOL = 0.01
+"""Absolute slack (accuracy points) in the degeneracy rule; see ``is_degenerate``."""
+
+COLLAPSE_SHARE = 0.95
+"""A model that puts at least this share of its predictions on one class has (nearly) collapsed."""
+
+_Array = npt.NDArray[Any]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Degenerate models
+# ----------------------------------------------------------------------------------------------------------
+
+
+def prediction_summary(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, n_classes: int) -> dict[str, Any]:
+    """The per-row metrics this module needs, computed once from labels and predictions.
+
+    Returns ``accuracy``, ``balanced_accuracy`` (mean recall over the classes present in ``y_true``, as
+    scikit-learn), ``majority_share`` (share of the most frequent true class), ``top_prediction_share``
+    (share of the most frequent predicted class), ``n_classes``, ``n_test`` and ``correct`` (a list of 0/1).
+    Runners store these columns so that ``mark_degenerate`` and the bootstraps work on the table alone.
+    """
+    t, p = _check_labels(y_true, y_pred, n_classes)
+    correct = (t == p).astype(np.int8)
+    classes, true_counts = np.unique(t, return_counts=True)
+    recalls = [float(correct[t == c].mean()) for c in classes]
+    _, pred_counts = np.unique(p, return_counts=True)
+    n = t.size
+    return {
+        "accuracy": float(correct.mean()),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "majority_share": float(true_counts.max() / n),
+        "top_prediction_share": float(pred_counts.max() / n),
+        "n_classes": int(n_classes),
+        "n_test": int(n),
+        "correct": correct.tolist(),
+    }
+
+
+def degenerate_rule(
+    accuracy: float | None,
+    majority_share: float | None,
+    balanced_accuracy: float | None = None,
+    n_classes: int | None = None,
+    top_prediction_share: float | None = None,
+    tol: float = DEGENERATE_TOL,
+) -> bool:
+    """The degeneracy rule on already-computed metrics (``is_degenerate`` documents it).
+
+    A missing accuracy (``None``/NaN: the run produced no measurement) counts as degenerate, since such
+    a row cannot be compared. Any other criterion whose inputs are missing is skipped, so a table without
+    ``balanced_accuracy`` still gets the majority-class check.
+    """
+    acc, maj = _float_or_none(accuracy), _float_or_none(majority_share)
+    if acc is None:
+        return True
+    top = _float_or_none(top_prediction_share)
+    if top is not None and top >= max(COLLAPSE_SHARE, (1.0 + (maj if maj is not None else 0.0)) / 2.0):
+        # Collapsed predictions (unless the test set itself is that imbalanced and the model is right).
+        return True
+    if maj is not None and acc <= maj + tol:
+        return True
+    bacc, ncls = _float_or_none(balanced_accuracy), _int_or_none(n_classes)
+    return bacc is not None and ncls is not None and ncls > 0 and bacc <= 1.0 / ncls + tol
+
+
+def is_degenerate(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, n_classes: int, tol: float = DEGENERATE_TOL) -> bool:
+    """Whether a model is no better than a trivial predictor, so it must not count as a result.
+
+    Exact rule (``tol`` = 0.01 by default, an absolute share): the model is degenerate when ANY of
+
+    1. **collapse**: the most frequent predicted class receives at least ``COLLAPSE_SHARE`` (95%) of the
+       predictions AND at least ``(1 + majority_share) / 2``, i.e. it over-predicts that class by half the
+       room the test set leaves (so a heavily imbalanced test set answered correctly is not a collapse);
+    2. **majority baseline**: ``accuracy <= majority_share + tol``, where ``majority_share`` is the share of
+       the test set's most frequent class (what "always predict the majority" scores);
+    3. **chance per class**: ``balanced_accuracy <= 1 / n_classes + tol``.
+
+    A constant predictor meets all three; a model that merely errs on a hard task meets none.
+    """
+    s = prediction_summary(y_true, y_pred, n_classes)
+    return degenerate_rule(
+        s["accuracy"],
+        s["majority_share"],
+        s["balanced_accuracy"],
+        n_classes,
+        s["top_prediction_share"],
+        tol,
+    )
+
+
+def mark_degenerate(frame: pd.DataFrame, tol: float = DEGENERATE_TOL) -> pd.DataFrame:
+    """A copy of ``frame`` with a boolean ``degenerate`` column (the ``is_degenerate`` rule per row).
+
+    Needs ``accuracy`` and ``majority_share`` columns; uses ``balanced_accuracy`` with ``n_classes`` and
+    ``top_prediction_share`` when present. Rows without an accuracy are flagged (``degenerate_rule``).
+    A ``degenerate`` column already in the frame (set by the runner, e.g. for a diverged loss) is kept:
+    the result is the OR of both.
+    """
+    _require_columns(frame, ("accuracy", "majority_share"), "mark_degenerate")
+    out = frame.copy()
+
+    def col(name: str) -> pd.Series:
+        return out[name] if name in out.columns else pd.Series(np.nan, index=out.index)
+
+    flags = [
+        degenerate_rule(
+            _float_or_none(acc),
+            _float_or_none(maj),
+            _float_or_none(bacc),
+            _int_or_none(ncls),
+            _float_or_none(top),
+            tol,
+        )
+        for acc, maj, bacc, ncls, top in zip(
+            col("accuracy"),
+            col("majority_share"),
+            col("balanced_accuracy"),
+            col("n_classes"),
+            col("top_prediction_share"),
+            strict=True,
+        )
+    ]
+    computed = pd.Series(flags, index=out.index, dtype=bool)
+    if "degenerate" in out.columns:
+        computed = computed | out["degenerate"].fillna(False).astype(bool)
+    out["degenerate"] = computed
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bootstrap intervals
+# ----------------------------------------------------------------------------------------------------------
+
+
+def bootstrap_ci(
+    correct_by_seed: Sequence[npt.ArrayLike],
+    n_boot: int = 2000,
+    level: float = 0.95,
+    rng_seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean accuracy over seeds with a hierarchical percentile-bootstrap interval.
+
+    Each replicate resamples the seeds with replacement, then, within each drawn seed, its test examples
+    with replacement; the statistic is the mean over drawn seeds of their resampled accuracy. So the
+    interval covers both seed-to-seed variation and the finiteness of the test set; with one seed it is
+    the test-example bootstrap alone.
+
+    Why no loop: resampling ``n`` 0/1 outcomes with replacement from a vector with ``c`` ones yields a
+    Binomial(n, c/n) count, exactly. So a replicate needs one binomial draw per drawn seed, and all
+    ``n_boot`` replicates are drawn at once. Seeds may have different test-set sizes.
+
+    Returns ``(mean, low, high)`` where ``mean`` is the plain mean of per-seed accuracies.
+    """
+    counts, sizes = _counts_from_correct(correct_by_seed, "correct_by_seed")
+    return _hierarchical(counts, sizes, n_boot, level, rng_seed)
+
+
+def bootstrap_ci_from_accuracies(
+    accuracies: Sequence[float] | npt.ArrayLike,
+    n_test: int | Sequence[int] | None = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    rng_seed: int = 0,
+) -> tuple[float, float, float]:
+    """The fallback when rows lack per-example correctness.
+
+    With ``n_test`` (test-set size, one per seed or shared) the correct counts are recovered as
+    ``round(accuracy * n_test)`` and the hierarchical bootstrap of ``bootstrap_ci`` applies exactly
+    (0/1 outcomes are exchangeable, so counts are all it needs). Without it, only the seeds can be
+    resampled; with a single seed and no ``n_test`` there is nothing to resample and the interval is NaN.
+    """
+    acc = _finite_1d(accuracies, "accuracies")
+    if n_test is not None:
+        sizes = np.broadcast_to(np.asarray(n_test, dtype=np.int64), acc.shape).copy()
+        if np.any(sizes <= 0):
+            raise StudyError("n_test must be a positive number of test examples")
+        counts = np.clip(np.rint(acc * sizes), 0, sizes).astype(np.int64)
+        return _hierarchical(counts, sizes, n_boot, level, rng_seed)
+    mean = float(acc.mean())
+    if acc.size < 2:
+        return mean, math.nan, math.nan
+    _check_boot(n_boot, level)
+    rng = np.random.default_rng(rng_seed)
+    draws = rng.integers(0, acc.size, size=(n_boot, acc.size))
+    low, high = _percentiles(acc[draws].mean(axis=1), level)
+    return mean, low, high
+
+
+def difference_ci(
+    a_by_seed: Sequence[npt.ArrayLike],
+    b_by_seed: Sequence[npt.ArrayLike],
+    n_boot: int = 2000,
+    level: float = 0.95,
+    rng_seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean accuracy of A minus mean accuracy of B, with a hierarchical bootstrap interval.
+
+    Paired when it can be: if A and B have the same number of seeds and every seed ``i`` of A has a
+    correctness vector as long as seed ``i`` of B (the same test set), the seed index is resampled jointly
+    and, within it, the same test examples for both. Pairing removes the variance due to which test
+    examples happen to be easy, so a real difference is resolved with fewer seeds. Otherwise A and B are
+    bootstrapped independently and the replicates subtracted.
+
+    Paired replicates stay loop-free: a resampled example contributes +1 (A right, B wrong), -1 (A wrong,
+    B right) or 0, so two nested binomial draws per drawn seed give the exact resampled difference.
+    """
+    a = [_as_01(x, "a_by_seed") for x in a_by_seed]
+    b = [_as_01(x, "b_by_seed") for x in b_by_seed]
+    if not a or not b:
+        raise StudyError("difference_ci needs at least one seed on each side")
+    _check_boot(n_boot, level)
+    mean = float(np.mean([x.mean() for x in a]) - np.mean([x.mean() for x in b]))
+    rng = np.random.default_rng(rng_seed)
+    paired = len(a) == len(b) and all(x.size == y.size for x, y in zip(a, b, strict=True))
+    if paired:
+        sizes = np.array([x.size for x in a], dtype=np.int64)
+        p_up = np.array([np.mean((x == 1) & (y == 0)) for x, y in zip(a, b, strict=True)])
+        p_down = np.array([np.mean((x == 0) & (y == 1)) for x, y in zip(a, b, strict=True)])
+        seeds = rng.integers(0, len(a), size=(n_boot, len(a)))
+        n = sizes[seeds]
+        n_down = rng.binomial(n, p_down[seeds])
+        rest = np.where(p_down < 1.0, p_up / np.maximum(1.0 - p_down, 1e-300), 0.0)
+        n_up = rng.binomial(n - n_down, np.clip(rest[seeds], 0.0, 1.0))
+        reps = ((n_up - n_down) / n).mean(axis=1)
+    else:
+        reps = _replicates(*_counts_of(a), n_boot, rng) - _replicates(*_counts_of(b), n_boot, rng)
+    low, high = _percentiles(reps, level)
+    return mean, low, high
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------------------
+
+_SUMMARY_COLUMNS = [
+    *CELL_KEYS,
+    "n_rows",
+    "n_degenerate",
+    "n_seeds",
+    "accuracy_mean",
+    "accuracy_std",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "balanced_accuracy_mean",
+    "balanced_accuracy_std",
+    "balanced_accuracy_ci_low",
+    "balanced_accuracy_ci_high",
+    "ci_method",
+]
+
+
+def summarise(
+    frame: pd.DataFrame,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    rng_seed: int = 0,
+    tol: float = DEGENERATE_TOL,
+) -> pd.DataFrame:
+    """One row per cell: how many seeds count, and mean, std and CI of (balanced) accuracy.
+
+    Degenerate rows (``mark_degenerate``) are excluded and counted in ``n_degenerate``; a cell whose rows
+    are all degenerate keeps its row with ``n_seeds == 0`` and NaN statistics, so the failure stays
+    visible. ``ci_method`` says what the accuracy interval resamples: ``seeds+examples`` (``correct``
+    vectors or ``n_test`` known), ``seeds`` (accuracies only) or ``none`` (one seed, nothing to resample).
+    The balanced-accuracy interval resamples seeds only (it is not a mean of per-example outcomes).
+    Each cell uses the same ``rng_seed``, so a cell's numbers do not depend on what else is in the table.
+    """
+    _require_columns(frame, CELL_KEYS, "summarise")
+    marked = mark_degenerate(frame, tol)
+    records: list[dict[str, Any]] = []
+    for key, rows in marked.groupby(list(CELL_KEYS), dropna=False, sort=True):
+        good = rows[~rows["degenerate"]]
+        rec: dict[str, Any] = dict(zip(CELL_KEYS, key, strict=True))
+        rec.update(n_rows=len(rows), n_degenerate=int(rows["degenerate"].sum()), n_seeds=len(good))
+        rec.update(_accuracy_stats(good, n_boot, level, rng_seed))
+        rec.update(_balanced_stats(good, n_boot, level, rng_seed))
+        records.append(rec)
+    return pd.DataFrame.from_records(records, columns=_SUMMARY_COLUMNS)
+
+
+_GAIN_COLUMNS = [
+    "dataset",
+    "n_images",
+    "backbone",
+    "image_size",
+    "strategy",
+    "n_seeds",
+    "n_degenerate",
+    "accuracy",
+    "baseline_strategy",
+    "baseline_backbone",
+    "baseline_accuracy",
+    "baseline_n_seeds",
+    "gain",
+    "gain_ci_low",
+    "gain_ci_high",
+    "negative_transfer",
+    "significant_gain",
+]
+
+
+def transfer_gain(
+    frame: pd.DataFrame,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    rng_seed: int = 0,
+    tol: float = DEGENERATE_TOL,
+) -> pd.DataFrame:
+    """Each pretrained strategy against the best from-scratch baseline, with an interval and a verdict.
+
+    The baseline for (dataset, n_images, image_size) is the best scratch cell among strategies
+    ``SCRATCH_STRATEGIES`` **across all backbones**: a scratch network is a baseline whatever architecture
+    it has, and the question a user asks is "does ImageNet pretraining beat the best I could train
+    myself". Best = highest mean accuracy over non-degenerate rows; degenerate rows never make a baseline.
+    (Choosing the best of several baselines by its sample mean biases it slightly upwards, which makes
+    ``significant_gain`` conservative.)
+
+    One row per pretrained cell (dataset, n_images, backbone, image_size, strategy). ``gain`` is
+    ``accuracy - baseline_accuracy`` with a ``difference_ci`` interval (paired over test examples when
+    both sides store ``correct`` vectors of equal length). ``negative_transfer`` is True when the gain is
+    below 0 and the interval excludes 0; ``significant_gain`` when above 0 and the interval excludes 0.
+    Both are False when there is no usable baseline or no non-degenerate pretrained row.
+    """
+    _require_columns(frame, CELL_KEYS, "transfer_gain")
+    marked = mark_degenerate(frame, tol)
+    is_scratch = marked["strategy"].isin(SCRATCH_STRATEGIES)
+    good_scratch = marked[is_scratch & ~marked["degenerate"]]
+
+    baselines: dict[tuple[Any, ...], tuple[Any, Any, pd.DataFrame]] = {}
+    for key, rows in good_scratch.groupby(list(BASELINE_KEYS), dropna=False, sort=True):
+        best: tuple[float, Any, Any, pd.DataFrame] | None = None
+        for (strategy, backbone), cell in rows.groupby(["strategy", "backbone"], dropna=False, sort=True):
+            mean = float(cell["accuracy"].mean())
+            if best is None or mean > best[0]:
+                best = (mean, strategy, backbone, cell)
+        if best is not None:
+            baselines[_norm_key(key)] = best[1:]
+
+    keys = ["dataset", "n_images", "backbone", "image_size", "strategy"]
+    records: list[dict[str, Any]] = []
+    for key, rows in marked[~is_scratch].groupby(keys, dropna=False, sort=True):
+        rec: dict[str, Any] = dict(zip(keys, key, strict=True))
+        good = rows[~rows["degenerate"]]
+        rec.update(n_seeds=len(good), n_degenerate=int(rows["degenerate"].sum()))
+        rec["accuracy"] = float(good["accuracy"].mean()) if len(good) else math.nan
+        base = baselines.get(_norm_key(tuple(rec[k] for k in BASELINE_KEYS)))
+        rec.update(
+            baseline_strategy=None,
+            baseline_backbone=None,
+            baseline_accuracy=math.nan,
+            baseline_n_seeds=0,
+            gain=math.nan,
+            gain_ci_low=math.nan,
+            gain_ci_high=math.nan,
+            negative_transfer=False,
+            significant_gain=False,
+        )
+        if base is not None:
+            b_strategy, b_backbone, b_rows = base
+            rec.update(
+                baseline_strategy=b_strategy,
+                baseline_backbone=b_backbone,
+                baseline_accuracy=float(b_rows["accuracy"].mean()),
+                baseline_n_seeds=len(b_rows),
+            )
+            if len(good):
+                gain, low, high = _row_difference(good, b_rows, n_boot, level, rng_seed)
+                rec.update(gain=gain, gain_ci_low=low, gain_ci_high=high)
+                if not (math.isnan(low) or math.isnan(high)):
+                    rec["negative_transfer"] = bool(gain < 0 and high < 0)
+                    rec["significant_gain"] = bool(gain > 0 and low > 0)
+        records.append(rec)
+    return pd.DataFrame.from_records(records, columns=_GAIN_COLUMNS)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Internals
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_labels(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, n_classes: int) -> tuple[_Array, _Array]:
+    t = np.asarray(y_true).reshape(-1)
+    p = np.asarray(y_pred).reshape(-1)
+    if t.size == 0:
+        raise StudyError("no test predictions to evaluate; the test set is empty")
+    if t.shape != p.shape:
+        raise StudyError(f"y_true has {t.size} labels but y_pred has {p.size}; pass one prediction per label")
+    if int(n_classes) < 1:
+        raise StudyError(f"n_classes must be at least 1, got {n_classes}")
+    return t, p
+
+
+def _float_or_none(x: object) -> float | None:
+    if x is None or (np.ndim(x) == 0 and pd.isna(x)):
+        return None
+    return float(x)  # type: ignore[arg-type]
+
+
+def _int_or_none(x: object) -> int | None:
+    f = _float_or_none(x)
+    return None if f is None else int(f)
+
+
+def _require_columns(frame: pd.DataFrame, cols: Sequence[str], where: str) -> None:
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise StudyError(f"{where} needs columns {', '.join(missing)}; the results table lacks them")
+
+
+def _check_boot(n_boot: int, level: float) -> None:
+    if n_boot < 1:
+        raise StudyError(f"n_boot must be at least 1, got {n_boot}")
+    if not 0.0 < level < 1.0:
+        raise StudyError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
+
+
+def _finite_1d(x: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
+    arr = np.asarray(x, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise StudyError(f"{name} is empty; need at least one seed")
+    if not np.all(np.isfinite(arr)):
+        raise StudyError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _as_01(x: npt.ArrayLike, name: str) -> npt.NDArray[np.int8]:
+    arr = np.asarray(x).reshape(-1)
+    if arr.size == 0:
+        raise StudyError(f"{name} has a seed with no test examples")
+    if arr.dtype != bool and not np.all((arr == 0) | (arr == 1)):
+        raise StudyError(f"{name} must hold 0/1 correctness per test example")
+    return arr.astype(np.int8)
+
+
+def _counts_of(vectors: Sequence[npt.NDArray[np.int8]]) -> tuple[_Array, _Array]:
+    counts = np.array([int(v.sum()) for v in vectors], dtype=np.int64)
+    sizes = np.array([v.size for v in vectors], dtype=np.int64)
+    return counts, sizes
+
+
+def _counts_from_correct(correct_by_seed: Sequence[npt.ArrayLike], name: str) -> tuple[_Array, _Array]:
+    vectors = [_as_01(x, name) for x in correct_by_seed]
+    if not vectors:
+        raise StudyError(f"{name} is empty; need at least one seed")
+    return _counts_of(vectors)
+
+
+def _replicates(counts: _Array, sizes: _Array, n_boot: int, rng: np.random.Generator) -> _Array:
+    """``n_boot`` hierarchical-bootstrap replicates of the mean accuracy (see ``bootstrap_ci``)."""
+    seeds = rng.integers(0, counts.size, size=(n_boot, counts.size))
+    n = sizes[seeds]
+    return (rng.binomial(n, (counts / sizes)[seeds]) / n).mean(axis=1)
+
+
+def _hierarchical(
+    counts: _Array, sizes: _Array, n_boot: int, level: float, rng_seed: int
+) -> tuple[float, float, float]:
+    _check_boot(n_boot, level)
+    mean = float(np.mean(counts / sizes))
+    reps = _replicates(counts, sizes, n_boot, np.random.default_rng(rng_seed))
+    low, high = _percentiles(reps, level)
+    return mean, low, high
+
+
+def _percentiles(reps: _Array, level: float) -> tuple[float, float]:
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(reps, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def _correct_vectors(rows: pd.DataFrame) -> list[npt.NDArray[np.int8]] | None:
+    """The rows' ``correct`` vectors, or None unless every row has one."""
+    if "correct" not in rows.columns or rows.empty:
+        return None
+    out = []
+    for value in rows["correct"]:
+        if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+            return None
+        out.append(_as_01(value, "correct"))
+    return out
+
+
+def _accuracy_samples(rows: pd.DataFrame) -> tuple[_Array, _Array] | None:
+    """(counts, sizes) per row when examples can be resampled: from ``correct`` or ``n_test``."""
+    vectors = _correct_vectors(rows)
+    if vectors is not None:
+        return _counts_of(vectors)
+    if "n_test" in rows.columns and rows["n_test"].notna().all() and not rows.empty:
+        sizes = rows["n_test"].to_numpy(dtype=np.int64)
+        acc = rows["accuracy"].to_numpy(dtype=np.float64)
+        return np.clip(np.rint(acc * sizes), 0, sizes).astype(np.int64), sizes
+    return None
+
+
+def _accuracy_stats(rows: pd.DataFrame, n_boot: int, level: float, rng_seed: int) -> dict[str, Any]:
+    nan = math.nan
+    out: dict[str, Any] = dict(
+        accuracy_mean=nan, accuracy_std=nan, accuracy_ci_low=nan, accuracy_ci_high=nan, ci_method="none"
+    )
+    if rows.empty:
+        return out
+    acc = rows["accuracy"].to_numpy(dtype=np.float64)
+    out["accuracy_mean"] = float(acc.mean())
+    out["accuracy_std"] = float(acc.std(ddof=1)) if acc.size > 1 else nan
+    samples = _accuracy_samples(rows)
+    if samples is not None:
+        _, low, high = _hierarchical(*samples, n_boot, level, rng_seed)
+        out.update(accuracy_ci_low=low, accuracy_ci_high=high, ci_method="seeds+examples")
+    elif acc.size > 1:
+        _, low, high = bootstrap_ci_from_accuracies(acc, None, n_boot, level, rng_seed)
+        out.update(accuracy_ci_low=low, accuracy_ci_high=high, ci_method="seeds")
+    return out
+
+
+def _balanced_stats(rows: pd.DataFrame, n_boot: int, level: float, rng_seed: int) -> dict[str, Any]:
+    nan = math.nan
+    out: dict[str, Any] = dict(
+        balanced_accuracy_mean=nan,
+        balanced_accuracy_std=nan,
+        balanced_accuracy_ci_low=nan,
+        balanced_accuracy_ci_high=nan,
+    )
+    if rows.empty or "balanced_accuracy" not in rows.columns:
+        return out
+    bacc = rows["balanced_accuracy"].dropna().to_numpy(dtype=np.float64)
+    if bacc.size == 0:
+        return out
+    mean, low, high = bootstrap_ci_from_accuracies(bacc, None, n_boot, level, rng_seed)
+    out.update(
+        balanced_accuracy_mean=mean,
+        balanced_accuracy_std=float(bacc.std(ddof=1)) if bacc.size > 1 else nan,
+        balanced_accuracy_ci_low=low,
+        balanced_accuracy_ci_high=high,
+    )
+    return out
+
+
+def _row_difference(
+    a: pd.DataFrame, b: pd.DataFrame, n_boot: int, level: float, rng_seed: int
+) -> tuple[float, float, float]:
+    """``difference_ci`` on two groups of rows, using the best evidence both sides have."""
+    va, vb = _correct_vectors(a), _correct_vectors(b)
+    if va is not None and vb is not None:
+        return difference_ci(va, vb, n_boot, level, rng_seed)
+    sa, sb = _accuracy_samples(a), _accuracy_samples(b)
+    mean = float(a["accuracy"].mean() - b["accuracy"].mean())
+    _check_boot(n_boot, level)
+    rng = np.random.default_rng(rng_seed)
+    if sa is not None and sb is not None:
+        reps = _replicates(*sa, n_boot, rng) - _replicates(*sb, n_boot, rng)
+    elif len(a) > 1 and len(b) > 1:
+        acc_a = a["accuracy"].to_numpy(dtype=np.float64)
+        acc_b = b["accuracy"].to_numpy(dtype=np.float64)
+        ra = acc_a[rng.integers(0, acc_a.size, size=(n_boot, acc_a.size))].mean(axis=1)
+        rb = acc_b[rng.integers(0, acc_b.size, size=(n_boot, acc_b.size))].mean(axis=1)
+        reps = ra - rb
+    else:
+        return mean, math.nan, math.nan
+    low, high = _percentiles(reps, level)
+    return mean, low, high
+
+
+def _norm_key(key: Any) -> tuple[Any, ...]:
+    """Group keys as plain tuples with NaN made comparable, so lookups across groupbys match."""
+    key = key if isinstance(key, tuple) else (key,)
+    return tuple(None if (np.ndim(k) == 0 and pd.isna(k)) else k for k in key)
