@@ -27,6 +27,7 @@ import numpy as np
 from study.backbones import BackboneSpec, build_backbone, preprocess_fn, split_at
 from study.errors import unknown_name
 from study.features import POOLED, FeatureEngine
+from study.head import HeadWeights, train_head
 from study.training import (
     CellData,
     FitResult,
@@ -126,22 +127,19 @@ def _fit_on_cached(
 
 @dataclass
 class _HeadPhase:
-    head: Any
+    weights: HeadWeights
+    head: Any  # the same weights as a Keras head, for phase 2 and deployment
     curves: list[dict[str, Any]]
     train_seconds: float
 
 
 def _train_head(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> _HeadPhase:
     """Head-only training on cached pooled features: feature extraction, and phase 1 of both fine-tunes."""
-    import keras
-
     ftr = engine.pooled(data, spec, "pool", data.train_idx, _views(cfg))
     fval = engine.pooled(data, spec, "pool", data.val_idx)[0]
-    head = _head(data.n_classes, cfg)
-    model = keras.Sequential([keras.Input(shape=ftr.shape[2:]), head])
     t0 = time.perf_counter()
-    curves = _fit_on_cached(model, ftr, data, fval, cfg, cfg.lr_head, "head")
-    return _HeadPhase(head, curves, time.perf_counter() - t0)
+    weights, curves = train_head(ftr, data.y_train, fval, data.y_val, data.n_classes, cfg)
+    return _HeadPhase(weights, weights.to_keras(cfg), curves, time.perf_counter() - t0)
 
 
 def deployable(spec: BackboneSpec, backbone: Any, head: Any, image_size: int) -> Any:
@@ -171,8 +169,6 @@ def _finish(
     t0 = time.perf_counter()
     val_proba, test_proba = predict_val(), predict_test()
     eval_seconds = time.perf_counter() - t0
-    model = build_model() if build_model else None
-    total = count_params(model)[1] if model is not None else trainable
     return FitResult(
         val_proba=val_proba,
         test_proba=test_proba,
@@ -183,8 +179,7 @@ def _finish(
             "eval_seconds": eval_seconds,
         },
         trainable_params=trainable,
-        total_params=total,
-        model=model,
+        build_model=build_model,
         info=info,
     )
 
@@ -203,11 +198,11 @@ def run_feature_extraction(data: CellData, spec: BackboneSpec, cfg: TrainConfig,
         spec,
         engine,
         before,
-        lambda: predict_proba(phase.head, fval),
-        lambda: predict_proba(phase.head, ftest),
+        lambda: phase.weights.predict_proba(fval),
+        lambda: phase.weights.predict_proba(ftest),
         phase.curves,
         phase.train_seconds,
-        count_params(phase.head)[0],
+        int(phase.weights.kernel.size + phase.weights.bias.size),
         lambda: deployable(spec, _frozen(build_backbone(spec, data.image_size)), phase.head, data.image_size),
         {"views": _views(cfg), "freeze_point": POOLED},
     )

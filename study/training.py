@@ -81,9 +81,20 @@ class FitResult:
     curves: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     trainable_params: int = 0
-    total_params: int = 0
-    model: Any = None  # the deployable keras.Model (images in, probabilities out) when there is one
+    build_model: Any = None  # () -> deployable keras.Model (images in, probabilities out); built on demand
     info: dict[str, Any] = field(default_factory=dict)
+    _model: Any = None
+
+    def model(self) -> Any:
+        """The deployable model, built once (tuning trials never need it, so it is not built eagerly)."""
+        if self._model is None and self.build_model is not None:
+            self._model = self.build_model()
+        return self._model
+
+    @property
+    def total_params(self) -> int:
+        model = self.model()
+        return count_params(model)[1] if model is not None else self.trainable_params
 
 
 def make_dataset(x: Any, y: np.ndarray, batch_size: int, shuffle: bool, seed: int, transform: Any = None) -> Any:
