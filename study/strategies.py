@@ -10,9 +10,10 @@ is frozen is read from the activation cache (``study.features``), never recomput
 - ``linear_probe`` fits scikit-learn's logistic regression on the cached pooled features;
 - ``scratch`` / ``scratch_small`` train from random initialisation on images.
 
-Pretrained layers always run in inference mode (``training=False``), as in the Keras transfer-learning guide:
-frozen BatchNorm layers keep their ImageNet statistics, and unfrozen ones train gamma/beta but keep their
-moving statistics, which small training sets would otherwise wreck.
+Pretrained BatchNorm layers always stay frozen, in inference mode with their ImageNet statistics, also inside
+unfrozen blocks (the Keras fine-tuning guide's rule: small training sets would wreck the moving statistics).
+``trainable=False`` is what enforces it: Keras 3's functional models pass the outer ``training=True`` of
+``fit`` down through a nested ``base(x, training=False)`` call, so the tutorials' argument alone does not.
 """
 
 from __future__ import annotations
@@ -73,6 +74,20 @@ def list_strategies() -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- building blocks
+
+
+def unfreeze(model: Any) -> Any:
+    """Make every layer trainable except BatchNorm, which stays frozen in inference mode (see module doc)."""
+    import keras
+
+    model.trainable = True
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        stack.extend(getattr(layer, "layers", []))
+    return model
 
 
 def _seed(cfg: TrainConfig) -> None:
@@ -224,7 +239,7 @@ def run_fine_tune_top(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engi
     backbone = build_backbone(spec, data.image_size)
     prefix, top = split_at(backbone, layer)
     prefix.trainable = False
-    top.trainable = True
+    unfreeze(top)
     inp = keras.Input(shape=atr.shape[2:])
     x = top(inp, training=False)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -306,8 +321,7 @@ def run_full_fine_tune(data: CellData, spec: BackboneSpec, cfg: TrainConfig, eng
     _seed(cfg)
     before = engine.cache.stats.extract_seconds
     phase = _train_head(data, spec, cfg, engine)
-    backbone = build_backbone(spec, data.image_size)
-    backbone.trainable = True
+    backbone = unfreeze(build_backbone(spec, data.image_size))
     inp = keras.Input(shape=(data.image_size, data.image_size, 3))
     x = backbone(inp, training=False)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -328,7 +342,7 @@ def run_full_fine_tune(data: CellData, spec: BackboneSpec, cfg: TrainConfig, eng
         train_seconds,
         trainable,
         lambda: deployable(spec, backbone, phase.head, data.image_size),
-        {"views": 1, "freeze_point": None},
+        {"views": 1, "freeze_point": None, "backbone": backbone},
     )
 
 
@@ -483,15 +497,15 @@ for _s in (
         "fine_tune_top",
         True,
         "Head-only phase as feature_extraction, then the top k blocks (backbone default unless tuned) and the "
-        "head trained at lr_finetune on cached activations at the freeze point; BatchNorm stays in inference "
-        "mode (TF tutorial phase 2, fine_tune_at).",
+        "head trained at lr_finetune on cached activations at the freeze point; BatchNorm layers stay frozen "
+        "(TF tutorial phase 2, fine_tune_at; Keras fine-tuning guide).",
         run_fine_tune_top,
     ),
     Strategy(
         "full_fine_tune",
         True,
-        "Head-only phase as feature_extraction, then every layer trained at lr_finetune on images; BatchNorm in "
-        "inference mode (Keras guide: unfreeze the whole base after the head has converged).",
+        "Head-only phase as feature_extraction, then every layer but BatchNorm trained at lr_finetune on images "
+        "(Keras guide: unfreeze the whole base after the head has converged, keep BatchNorm frozen).",
         run_full_fine_tune,
         cached=False,
     ),
