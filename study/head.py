@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from study.training import TrainConfig
+from study.training import TrainConfig, report_epoch
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-7  # keras.optimizers.Adam defaults
 
@@ -158,6 +158,7 @@ def train_head(
                 "best": False,
             }
         )
+        report_epoch(float(val_acc))
         if float(val_loss) < best_loss:
             best_loss, best, waited = float(val_loss), (state[0].numpy(), state[1].numpy()), 0
             best_epoch = e

@@ -351,7 +351,7 @@ def run_scratch(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: Fe
 
     _seed(cfg)
     before = engine.cache.stats.extract_seconds
-    backbone = build_backbone(spec, data.image_size, weights=None)
+    backbone = _short_run_batchnorm(build_backbone(spec, data.image_size, weights=None))
     inp = keras.Input(shape=(data.image_size, data.image_size, 3))
     x = keras.layers.GlobalAveragePooling2D()(backbone(inp))  # BatchNorm trains normally here
     model = keras.Model(inp, _head(data.n_classes, cfg)(x))
@@ -371,6 +371,21 @@ def run_scratch(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: Fe
         lambda: _with_preprocessing(model, spec, data.image_size),
         {"views": 1, "freeze_point": None},
     )
+
+
+def _short_run_batchnorm(model: Any, momentum: float = 0.9) -> Any:
+    """BatchNorm momentum 0.9 instead of Keras Applications' 0.999 for training from scratch.
+
+    With 0.999 the moving statistics used at inference still sit near their initial values after the few
+    hundred steps of a small-data run, so the model predicts one class (measured: MobileNetV2 from scratch on
+    1000 CIFAR-10 images at 64 px scored exactly chance, 0.100) although it trained fine.
+    """
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+    return model
 
 
 def _with_preprocessing(model: Any, spec: BackboneSpec | None, image_size: int) -> Any:
@@ -472,8 +487,8 @@ for _s in (
     Strategy(
         "scratch",
         False,
-        "The backbone's architecture, randomly initialised, every layer trained (BatchNorm in training mode) "
-        "with Adam at lr_head: the from-scratch baseline of the same capacity.",
+        "The backbone's architecture, randomly initialised, every layer trained (BatchNorm in training mode, "
+        "momentum 0.9) with Adam at lr_head: the from-scratch baseline of the same capacity.",
         run_scratch,
         cached=False,
     ),

@@ -8,7 +8,9 @@ restored, per-epoch learning curves, and one metrics function.
 
 from __future__ import annotations
 
+import contextvars
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,17 @@ from sklearn import metrics as skm
 
 if TYPE_CHECKING:
     from study.loaders import ImageSet
+
+
+# Called by every training loop after each epoch with that epoch's validation accuracy; the tuner sets it to
+# report to an Optuna trial (and prune). Outside tuning it is unset and costs nothing.
+EPOCH_HOOK: contextvars.ContextVar[Callable[[float], None] | None] = contextvars.ContextVar("epoch_hook", default=None)
+
+
+def report_epoch(val_accuracy: float) -> None:
+    hook = EPOCH_HOOK.get()
+    if hook is not None:
+        hook(val_accuracy)
 
 
 @dataclass(frozen=True)
@@ -130,7 +143,8 @@ def fit(
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=0
     )
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop], verbose=0, shuffle=False)
+    hook = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: report_epoch(float(logs["val_accuracy"])))
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop, hook], verbose=0, shuffle=False)
     h = hist.history
     best = int(np.argmin(h["val_loss"]))
     return [

@@ -1,0 +1,59 @@
+"""One entry point for "dataset by name": registered datasets and their shifted variants (``base@shift``).
+
+The sweep, the advisor and the similarity scores all go through ``load`` and ``describe`` so that a derived
+dataset behaves exactly like a registered one: same splits, same caching, its own content fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from study import shift as shifts
+from study.datasets import get_dataset
+from study.loaders import ImageSet, LoadedDataset, load_dataset
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the grid needs to know before loading anything."""
+
+    name: str
+    base: str
+    domain: str
+    shift: str | None
+    shift_level: int | None
+    pool_size: int | None  # None when unknown without loading (e.g. a user's folder)
+
+
+def describe(name: str) -> DatasetInfo:
+    """Registry facts about ``name`` (raises the registry's one-line error for unknown names)."""
+    base, shift = shifts.parse(name)
+    spec = get_dataset(base)
+    pool = spec.expected_counts[0] if spec.expected_counts else None
+    if shift is None:
+        return DatasetInfo(name, base, spec.domain, None, None, pool)
+    return DatasetInfo(name, base, shifts.SHIFT_DOMAIN, shift.name, shift.level, pool)
+
+
+def load(
+    name: str,
+    image_size: int,
+    data_dirs: list[Path] | None = None,
+    cache_dir: Path | None = None,
+    allow_download: bool = True,
+) -> LoadedDataset:
+    """A dataset at ``image_size``; shifted variants are derived from their base's decoded arrays."""
+    base, shift = shifts.parse(name)
+    ds = load_dataset(base, image_size, data_dirs, cache_dir, allow_download=allow_download)
+    if shift is None:
+        return ds
+    fingerprint = hashlib.sha256(f"{ds.source_checksum}|{shift.name}|v{shifts.VERSION}".encode()).hexdigest()
+
+    def moved(s: ImageSet) -> ImageSet:
+        return ImageSet(shifts.apply(shift, s.images), s.labels, s.ids)
+
+    return replace(
+        ds, name=name, domain=shifts.SHIFT_DOMAIN, pool=moved(ds.pool), test=moved(ds.test), source_checksum=fingerprint
+    )

@@ -1,0 +1,229 @@
+"""Grids as data: named axes in a TOML file, expanded into cells, validated before anything trains.
+
+A grid is a table of axes (datasets, sizes, strategies, backbones, seeds) plus protocol settings (image size,
+epochs, tuning trials, test cap, augmentation). ``expand`` takes the product of the axes, collapses the
+backbone axis for strategies that have none (``scratch_small``), and drops cells that cannot or should not
+run, each with a reason that ``--dry-run`` reports (benchopt's ``skip`` hook): a size larger than the
+dataset's pool, or a per-strategy cap (``[grids.NAME.limits]``: ``max_n`` and/or ``backbones``) that keeps a
+CPU grid within budget. A grid may also be the union of other grids (``include = [...]``), e.g. a core grid
+plus the shift ladder with its own sizes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from study.errors import StudyError, unknown_name
+
+AXES = ("datasets", "sizes", "strategies", "backbones", "seeds")
+NO_BACKBONE = "none"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One trained model of the study: the unit the store claims and records."""
+
+    dataset: str
+    n_images: int
+    strategy: str
+    backbone: str
+    image_size: int
+    seed: int
+    epochs: int
+    trials: int
+    augment: bool
+    max_test: int
+    grid: str
+    retries: int = 2  # degenerate-model retries (protocol, not part of the key)
+
+    @property
+    def key(self) -> str:
+        from study.store import make_cell_key
+
+        return make_cell_key(self.store_fields())
+
+    def store_fields(self) -> dict[str, Any]:
+        """The cell as the store's key columns."""
+        d = asdict(self)
+        d.pop("retries")
+        d["epochs_budget"] = d.pop("epochs")
+        d["trials_budget"] = d.pop("trials")
+        return d
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    description: str
+    datasets: tuple[str, ...]
+    sizes: tuple[int, ...]
+    strategies: tuple[str, ...]
+    backbones: tuple[str, ...]
+    seeds: tuple[int, ...]
+    image_size: int = 96
+    epochs: int = 10
+    trials: int = 1
+    max_test: int = 1000
+    augment: bool = False
+    retries: int = 2  # retrain a degenerate model up to this many times (next-best trial, then another seed)
+    limits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    include: tuple[str, ...] = ()
+    parts: tuple[Grid, ...] = ()  # resolved ``include`` grids
+
+    def with_overrides(self, **overrides: Any) -> Grid:
+        """CLI flags replace whole axes or settings (``None`` = keep the grid's value), in included grids too."""
+        given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+        return replace(self, parts=tuple(p.with_overrides(**overrides) for p in self.parts), **given)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    cell: Cell
+    reason: str
+
+
+def default_grid_file() -> Path:
+    return Path(str(resources.files("study") / "grids.toml"))
+
+
+def load_grids(path: Path | None = None) -> dict[str, Grid]:
+    """Every grid in a TOML file (the packaged ``study/grids.toml`` by default)."""
+    path = Path(path) if path else default_grid_file()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"grid file {path} does not exist; copy {default_grid_file()} and edit it") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(f"grid file {path} is not valid TOML: {exc}") from None
+    _register_folders(raw.get("datasets", {}), path)
+    known = {f.name for f in fields(Grid)} - {"name", "parts"}
+    tables = raw.get("grids", {})
+    if not tables:
+        raise StudyError(f"grid file {path} defines no [grids.NAME] table")
+    for name, table in tables.items():
+        extra = set(table) - known
+        if extra:
+            raise StudyError(f"grid {name!r} in {path} has unknown keys {sorted(extra)}; known keys: {sorted(known)}")
+        for inc in table.get("include", []):
+            if inc not in tables or tables[inc].get("include"):
+                raise StudyError(f"grid {name!r} includes {inc!r}, which is not a plain grid in {path}")
+        missing = [a for a in AXES if a not in table and not table.get("include")]
+        if missing:
+            raise StudyError(f"grid {name!r} in {path} lacks the axes {missing}")
+
+    def make(name: str) -> Grid:
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in tables[name].items()}
+        for axis in AXES:
+            values.setdefault(axis, ())
+        parts = tuple(make(inc) for inc in values.get("include", ()))
+        return Grid(name=name, description=values.pop("description", ""), parts=parts, **values)
+
+    return {name: make(name) for name in tables}
+
+
+def _register_folders(tables: dict[str, Any], grid_file: Path) -> None:
+    """``[datasets.NAME] path = "...", domain = "..."``: a user's image folder joins the registry.
+
+    Relative paths are resolved against the grid file, so a study folder can carry its grid and its data.
+    """
+    from study.datasets import get_dataset, register_image_folder
+
+    for name, table in tables.items():
+        if "path" not in table or "domain" not in table:
+            raise StudyError(f'[datasets.{name}] in {grid_file} needs path and domain, e.g. domain = "medical"')
+        root = (grid_file.parent / str(table["path"])).resolve()
+        try:
+            if get_dataset(name).root == root:
+                continue
+        except StudyError:
+            pass
+        register_image_folder(name, root, str(table["domain"]), float(table.get("test_fraction", 0.2)))
+
+
+def get_grid(name: str, path: Path | None = None) -> Grid:
+    grids = load_grids(path)
+    if name not in grids:
+        raise unknown_name("grid", name, list(grids))
+    return grids[name]
+
+
+def validate(grid: Grid) -> None:
+    """Every axis value must exist before anything trains (one-line errors listing what does exist)."""
+    if grid.parts:
+        for part in grid.parts:
+            validate(part)
+        return
+    from study.backbones import check_image_size, get_backbone
+    from study.data import describe
+    from study.strategies import get_strategy
+
+    for axis in AXES:
+        if not getattr(grid, axis):
+            raise StudyError(f"grid {grid.name!r}: axis {axis!r} is empty; give at least one value")
+    for d in grid.datasets:
+        describe(d)
+    for s in grid.strategies:
+        get_strategy(s)
+    for b in grid.backbones:
+        check_image_size(get_backbone(b), grid.image_size)
+    for n in grid.sizes:
+        if not isinstance(n, int) or n < 2:
+            raise StudyError(f"grid {grid.name!r}: training-set size {n!r} must be an integer >= 2")
+    for name, value in (("epochs", grid.epochs), ("trials", grid.trials), ("max_test", grid.max_test)):
+        if not isinstance(value, int) or value < 1:
+            raise StudyError(f"grid {grid.name!r}: {name} must be a positive integer, got {value!r}")
+    if not isinstance(grid.retries, int) or grid.retries < 0:
+        raise StudyError(f"grid {grid.name!r}: retries must be an integer >= 0, got {grid.retries!r}")
+    for s, limit in grid.limits.items():
+        get_strategy(s)
+        for b in limit.get("backbones", ()):
+            get_backbone(b)
+
+
+def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
+    """The grid's cells in a stable order (cheap, cache-sharing cells of a dataset together), and the skips."""
+    from study.data import describe
+    from study.strategies import get_strategy
+
+    validate(grid)
+    if grid.parts:
+        cells, skipped, seen = [], [], set()
+        for part in grid.parts:
+            for cell in expand(part)[0]:
+                if cell.key not in seen:
+                    seen.add(cell.key)
+                    cells.append(replace(cell, grid=grid.name))
+            skipped += [replace(s, cell=replace(s.cell, grid=grid.name)) for s in expand(part)[1]]
+        return cells, skipped
+    cells: list[Cell] = []
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
+    for dataset, n, seed, strategy, backbone in itertools.product(
+        grid.datasets, grid.sizes, grid.seeds, grid.strategies, grid.backbones
+    ):
+        if not get_strategy(strategy).uses_backbone:
+            backbone = NO_BACKBONE
+        cell = Cell(
+            dataset, n, strategy, backbone, grid.image_size, seed, grid.epochs, grid.trials, grid.augment,
+            grid.max_test, grid.name, grid.retries,
+        )  # fmt: skip
+        if cell.key in seen:
+            continue
+        seen.add(cell.key)
+        pool = describe(dataset).pool_size
+        limit = grid.limits.get(strategy, {})
+        cap, only = limit.get("max_n"), limit.get("backbones")
+        if pool is not None and n > pool:
+            skipped.append(Skipped(cell, f"n={n} exceeds the pool of {dataset} ({pool} images)"))
+        elif cap is not None and n > cap:
+            skipped.append(Skipped(cell, f"n={n} is above this grid's cap for {strategy} (max_n={cap})"))
+        elif only is not None and backbone != NO_BACKBONE and backbone not in only:
+            skipped.append(Skipped(cell, f"this grid runs {strategy} only with {', '.join(only)}"))
+        else:
+            cells.append(cell)
+    return cells, skipped

@@ -1,0 +1,148 @@
+"""``python -m study.run --grid NAME``: run a grid of the study into the results store.
+
+Flags become plain values here and nowhere else (lower layers take arguments, not flags or environment).
+Everything a user can get wrong (grid name, axis values, store URL, missing data or weights) is checked
+before the first cell trains, and reported as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from study import config
+from study.errors import StudyError
+
+
+def _csv(kind: type) -> object:
+    def parse(text: str) -> list:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m study.run",
+        description="Run a grid of transfer-learning cells (dataset x size x strategy x backbone x seed).",
+    )
+    p.add_argument("--grid", default="quick", help="grid name from the grid file (default: quick)")
+    p.add_argument("--grid-file", type=Path, help="TOML grid file (default: the packaged study/grids.toml)")
+    p.add_argument("--datasets", type=_csv(str), help="override the datasets axis, e.g. mnist,retinamnist")
+    p.add_argument("--sizes", type=_csv(int), help="override training-set sizes, e.g. 50,200,1000")
+    p.add_argument("--strategies", type=_csv(str), help="override strategies")
+    p.add_argument("--backbones", type=_csv(str), help="override backbones")
+    p.add_argument("--seeds", type=_csv(int), help="override seeds, e.g. 0,1,2")
+    p.add_argument("--image-size", type=int, help="square input size in pixels")
+    p.add_argument("--epochs", type=int, help="epochs per training phase (early stopping may end sooner)")
+    p.add_argument("--trials", type=int, help="tuning trials per cell (the same for every strategy)")
+    p.add_argument("--max-test", type=int, help="evaluate on at most this many test images (fixed subset)")
+    p.add_argument("--store", help="SQLAlchemy URL of the results store (default: sqlite:///results/study.db)")
+    p.add_argument("--cache-dir", type=Path, help="decoded images and activations (default: $TRANSFER_STUDY_CACHE)")
+    p.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and an estimated duration, run nothing")
+    p.add_argument("--no-latency", action="store_true", help="skip the per-model CPU latency measurement")
+    p.add_argument("--no-report", action="store_true", help="do not build the HTML report at the end")
+    p.add_argument("--log-dir", type=Path, default=Path("results/logs"), help="where the sweep log goes")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --dry-run | head` ends quietly
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return _run(args)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _check_inputs(cells: list, data_dirs: list[Path]) -> None:
+    """Data and weights must be reachable before the first cell trains."""
+    from study import shift
+    from study.backbones import get_backbone, resolve_weights
+    from study.datasets import get_dataset
+    from study.grid import NO_BACKBONE
+    from study.loaders import resolve_root
+    from study.strategies import get_strategy
+
+    for base in sorted({shift.parse(c.dataset)[0] for c in cells}):
+        resolve_root(get_dataset(base), data_dirs)
+    pretrained = {c.backbone for c in cells if c.backbone != NO_BACKBONE and get_strategy(c.strategy).pretrained}
+    for name in sorted(pretrained):
+        resolve_weights(get_backbone(name))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from study.grid import expand, get_grid
+    from study.store import ResultsStore, default_url
+    from study.sweep import estimate_seconds, history_rates, run_cells, setup_logging
+
+    grid = get_grid(args.grid, args.grid_file).with_overrides(
+        datasets=args.datasets, sizes=args.sizes, strategies=args.strategies, backbones=args.backbones,
+        seeds=args.seeds, image_size=args.image_size, epochs=args.epochs, trials=args.trials, max_test=args.max_test,
+    )  # fmt: skip
+    cells, skipped = expand(grid)
+    if not cells:
+        raise StudyError(f"grid {grid.name!r} has no runnable cells ({len(skipped)} skipped); check --sizes")
+    store = ResultsStore(args.store or default_url())
+    done = store.finished_keys()
+    todo = [c for c in cells if c.key not in done]
+    rates = history_rates(store)
+    eta = sum(estimate_seconds(c, rates) for c in todo)
+    print(
+        f"grid {grid.name}: {len(cells)} cells ({len(cells) - len(todo)} already complete, {len(skipped)} skipped), "
+        f"estimated {eta / 60:.0f} min on this machine; store {store.display_url}"
+    )
+    if args.dry_run:
+        for c in cells:
+            state = "complete" if c.key in done else f"~{estimate_seconds(c, rates):.0f}s"
+            print(f"  {c.key}  [{state}]")
+        for s in skipped:
+            print(f"  skip {s.cell.key}: {s.reason}")
+        return 0
+
+    data_dirs = config.data_dirs()
+    _check_inputs(todo, data_dirs)
+    log_path = setup_logging(args.log_dir)
+    from study.cell import CellRunner
+
+    runner = CellRunner(
+        args.cache_dir or config.cache_dir(), data_dirs, tuning_storage=store.url, measure_latency=not args.no_latency
+    )
+    summary = run_cells(todo, store, runner.run, retry_failed=args.retry_failed)
+    print(
+        f"finished in {summary.seconds / 60:.1f} min: {summary.complete} complete, {summary.failed} failed, "
+        f"{summary.skipped} skipped (already done or held by another sweep)"
+    )
+    for key, message in summary.failures:
+        print(f"  failed {key}: {message}")
+    print(f"results: {store.display_url}  (export: python -m study.export --format parquet)")
+    print(f"log: {log_path}")
+    if not args.no_report:
+        _report(store, grid.name)
+    return 1 if summary.failed else 0
+
+
+def _report(store: object, grid_name: str) -> None:
+    """Build the HTML report when the reports package can; a failed report never loses results."""
+    try:
+        from reports.build import build_report
+    except ImportError:
+        return
+    try:
+        path = build_report(store)  # type: ignore[arg-type]
+        print(f"report: {path}")
+    except Exception as exc:  # noqa: BLE001 - the results are safe; say why the report is missing
+        print(f"report not built ({type(exc).__name__}: {exc}); run python -m reports.build", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Run a list of cells against a results store: claim, train, record; resumable and exactly-once.
+
+The store decides what runs: a cell is trained only after ``claim`` succeeds, so rerunning a command skips
+finished cells, a second sweep on the same store never trains a cell the first one holds, and a SIGKILLed
+sweep's cells become claimable again (dead pid or stale heartbeat). A cell that raises is recorded as failed
+with its error and the sweep goes on; ``retry_failed`` reruns those. Progress is a tqdm bar over cells with
+an ETA, plus a one-line summary per finished cell, mirrored to a log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study.grid import Cell
+from study.store import ResultsStore
+
+log = logging.getLogger("study.sweep")
+
+# Seconds per training image and epoch of the image-level phase at 96 px on a 2-core CPU, per strategy, used
+# only until the store has finished rows to learn from. Calibrated from runs at 64 px on this project's CPU
+# machine (cifar10_subset, n=200/1000; scaled by pixel count); the head-only phases on cached features are
+# nearly free and counted in FIXED_SECONDS.
+SECONDS_PER_IMAGE_EPOCH = {
+    "scratch": 0.029,
+    "full_fine_tune": 0.0135,
+    "scratch_small": 0.0075,
+    "fine_tune_top": 0.0024,
+    "feature_extraction": 0.0001,
+    "linear_probe": 0.0001,
+}
+FIXED_SECONDS = {"scratch": 6.0, "full_fine_tune": 8.0, "fine_tune_top": 5.0, "scratch_small": 2.0}
+EXTRACT_SECONDS_PER_IMAGE = 0.006  # frozen forward pass at 96 px, paid once per image and backbone
+
+
+@dataclass
+class SweepSummary:
+    complete: int = 0
+    failed: int = 0
+    skipped: int = 0  # already complete or held by another live worker
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def estimate_seconds(cell: Cell, history: dict[tuple, float] | None = None) -> float:
+    """Expected wall time of a cell: the store's own median for similar cells when known, else a cost model."""
+    scale = (cell.image_size / 96) ** 2
+    if history:
+        per_image = history.get((cell.strategy, cell.backbone, cell.image_size))
+        if per_image is not None:
+            return per_image * cell.n_images * cell.trials
+    per = SECONDS_PER_IMAGE_EPOCH.get(cell.strategy, 0.01) * scale
+    pretrained = cell.strategy not in ("scratch", "scratch_small")
+    extract = EXTRACT_SECONDS_PER_IMAGE * scale * cell.n_images if pretrained else 0.0
+    train = 0.8 * cell.n_images * cell.epochs * per  # 80 % of N trains; the full epoch budget (an upper bound)
+    return cell.trials * (FIXED_SECONDS.get(cell.strategy, 1.0) + train) + extract / 4
+
+
+def history_rates(store: ResultsStore) -> dict[tuple, float]:
+    """Median seconds per (training image x trial) of finished rows, per (strategy, backbone, image size)."""
+    frame = store.to_frame(status="complete")
+    if frame.empty:
+        return {}
+    wall = frame["metrics"].map(lambda m: (m or {}).get("wall_seconds") if isinstance(m, dict) else None)
+    frame = frame.assign(rate=wall / (frame["n_images"] * frame["trials_budget"].fillna(1)))
+    frame = frame.dropna(subset=["rate"])
+    return frame.groupby(["strategy", "backbone", "image_size"])["rate"].median().to_dict()
+
+
+def run_cells(
+    cells: Sequence[Cell],
+    store: ResultsStore,
+    run_cell: Callable[[Cell], dict[str, Any]],
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> SweepSummary:
+    """Claim and run each cell in order; never raises for a failing cell (it is recorded instead)."""
+    from tqdm import tqdm
+
+    summary = SweepSummary()
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(cells), unit="cell", disable=not progress, dynamic_ncols=True)
+    try:
+        for cell in cells:
+            bar.set_postfix_str(cell.key[-60:], refresh=False)
+            if not store.claim({**cell.store_fields(), "cell_key": cell.key}, retry_failed=retry_failed):
+                summary.skipped += 1
+                bar.update(1)
+                continue
+            started = time.perf_counter()
+            try:
+                with store.heartbeating(cell.key):
+                    row = run_cell(cell)
+                store.complete(cell.key, row)
+                summary.complete += 1
+                line = (
+                    f"done   {cell.key}  acc={row['accuracy']:.3f} bal={row['balanced_accuracy']:.3f}"
+                    f"{'  DEGENERATE' if row.get('degenerate') else ''}  {time.perf_counter() - started:.1f}s"
+                )
+                log.info(line)
+                bar.write(line)
+            except KeyboardInterrupt:
+                store.fail(cell.key, "interrupted by the user (KeyboardInterrupt)")
+                raise
+            except Exception as exc:  # a failing cell must not stop the sweep
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                store.fail(cell.key, f"{message}\n{traceback.format_exc()[-4000:]}")
+                summary.failed += 1
+                summary.failures.append((cell.key, message))
+                log.error("failed %s: %s", cell.key, message)
+                bar.write(f"FAILED {cell.key}  {message}")
+            bar.update(1)
+    finally:
+        bar.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def setup_logging(log_dir: Path) -> Path:
+    """Log to ``log_dir/sweep-<time>.log`` as well as the console summary lines."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("study")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return path

@@ -1,0 +1,164 @@
+"""Equal tuning budget per strategy: an Optuna study per cell, selected on the validation split only.
+
+Every strategy of a cell gets the same number of trials (the grid's ``trials``). Trial 0 is always the
+strategy's default recipe, so a budget of 1 means "the documented recipe, untuned" for everyone alike; further
+trials are proposed by TPE (seeded by the cell seed) over a define-by-run search space per strategy. The score
+is balanced accuracy on the validation part of the user's N images: test labels are never read here.
+Trials report validation accuracy after every epoch and a median pruner stops the hopeless ones. Studies live
+in the results database (``storage``), so a killed sweep resumes its searches where they stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score
+
+from study.backbones import BackboneSpec
+from study.features import FeatureEngine
+from study.strategies import Strategy
+from study.training import EPOCH_HOOK, CellData, FitResult, TrainConfig
+
+
+def _head_space(trial: Any) -> dict[str, Any]:
+    return {
+        "lr_head": trial.suggest_float("lr_head", 1e-4, 1e-2, log=True),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+    }
+
+
+def _fine_tune_top_space(trial: Any, spec: BackboneSpec | None) -> dict[str, Any]:
+    assert spec is not None
+    return {
+        **_head_space(trial),
+        "lr_finetune": trial.suggest_float("lr_finetune", 1e-5, 1e-3, log=True),
+        "top_k": trial.suggest_int("top_k", 1, min(spec.n_blocks, 2 * spec.default_top_k)),
+    }
+
+
+SEARCH_SPACES: dict[str, Callable[[Any, BackboneSpec | None], dict[str, Any]]] = {
+    "feature_extraction": lambda t, s: _head_space(t),
+    "fine_tune_top": _fine_tune_top_space,
+    "full_fine_tune": lambda t, s: {
+        **_head_space(t),
+        "lr_finetune": t.suggest_float("lr_finetune", 1e-5, 1e-3, log=True),
+    },
+    "scratch": lambda t, s: _head_space(t),
+    "scratch_small": lambda t, s: _head_space(t),
+    "linear_probe": lambda t, s: {"linear_c": t.suggest_float("linear_c", 1e-3, 1e2, log=True)},
+}
+
+
+def validation_score(data: CellData, result: FitResult) -> float:
+    """Balanced accuracy on the validation split: robust to imbalance, chance = 1/K for a collapsed model."""
+    return float(balanced_accuracy_score(data.y_val, np.asarray(result.val_proba).argmax(axis=1)))
+
+
+@dataclass
+class TuningOutcome:
+    params: dict[str, Any]
+    result: FitResult | None  # the best trial's trained model when it was trained in this process
+    trials_run: int = 0
+    trials_pruned: int = 0
+    ranked_params: list[dict[str, Any]] = field(default_factory=list)  # best first, for degenerate retries
+    best_value: float | None = None
+
+
+def defaults(strategy: str, base: TrainConfig, spec: BackboneSpec | None) -> dict[str, Any]:
+    """The default recipe expressed in the strategy's search-space parameters (trial 0)."""
+    values = {"lr_head": base.lr_head, "dropout": base.dropout, "weight_decay": base.weight_decay,
+              "lr_finetune": base.lr_finetune, "linear_c": base.linear_c,
+              "top_k": base.top_k or (spec.default_top_k if spec else None)}  # fmt: skip
+    names = {
+        "feature_extraction": ("lr_head", "dropout", "weight_decay"),
+        "scratch": ("lr_head", "dropout", "weight_decay"),
+        "scratch_small": ("lr_head", "dropout", "weight_decay"),
+        "full_fine_tune": ("lr_head", "dropout", "weight_decay", "lr_finetune"),
+        "fine_tune_top": ("lr_head", "dropout", "weight_decay", "lr_finetune", "top_k"),
+        "linear_probe": ("linear_c",),
+    }[strategy]
+    return {k: values[k] for k in names}
+
+
+@contextlib.contextmanager
+def _reporting(trial: Any) -> Iterator[None]:
+    import optuna
+
+    step = [0]
+
+    def hook(val_accuracy: float) -> None:
+        trial.report(val_accuracy, step[0])
+        step[0] += 1
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    token = EPOCH_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        EPOCH_HOOK.reset(token)
+
+
+def tune(
+    study_name: str,
+    strategy: Strategy,
+    data: CellData,
+    spec: BackboneSpec | None,
+    engine: FeatureEngine,
+    base: TrainConfig,
+    n_trials: int,
+    storage: str | None,
+) -> TuningOutcome:
+    """Search ``n_trials`` configurations (trial 0 = defaults) and return the best by validation score."""
+    if n_trials <= 1:
+        result = strategy.run(data, spec, base, engine)  # type: ignore[arg-type]
+        return TuningOutcome({}, result, 1, 0, [{}], validation_score(data, result))
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=base.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
+        load_if_exists=True,
+    )
+    finished = [
+        t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
+    if not study.trials:
+        study.enqueue_trial(defaults(strategy.name, base, spec))
+    best: dict[str, Any] = {}
+
+    def objective(trial: Any) -> float:
+        params = SEARCH_SPACES[strategy.name](trial, spec)
+        cfg = replace(base, **params)
+        with _reporting(trial):
+            result = strategy.run(data, spec, cfg, engine)  # type: ignore[arg-type]
+        score = validation_score(data, result)
+        if not best or score > best["score"]:
+            best.update(score=score, number=trial.number, result=result)
+        return score
+
+    remaining = n_trials - len(finished)
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, gc_after_trial=True)
+    complete = sorted(
+        (t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: -float(t.value)
+    )
+    if not complete:  # every trial pruned: fall back to the default recipe
+        result = strategy.run(data, spec, base, engine)  # type: ignore[arg-type]
+        return TuningOutcome({}, result, len(study.trials), len(study.trials), [{}], validation_score(data, result))
+    top = complete[0]
+    reuse = best.get("result") if best.get("number") == top.number else None
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    return TuningOutcome(
+        dict(top.params), reuse, len(study.trials), pruned, [dict(t.params) for t in complete], float(top.value)
+    )
