@@ -1,0 +1,41 @@
+# Two commands for a new user:  `make study` runs the study, `make test` runs the tests.
+# Both create .venv and install the project into it first (Python >= 3.11 and pip are all they need).
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+GRID   ?= quick
+SHARED ?= $(abspath ../shared)
+
+# Offline machines: read datasets and ImageNet weights from ../shared when it is there (never copied).
+ifneq ($(wildcard $(SHARED)/datapack),)
+export TRANSFER_STUDY_DATA ?= $(SHARED)/datapack
+endif
+ifneq ($(wildcard $(SHARED)/keras),)
+export KERAS_HOME ?= $(SHARED)/keras
+endif
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install study test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+study: install
+	$(PY) -m study.run --grid $(GRID) $(ARGS)
+
+test: install lint
+	$(PY) -m pytest $(ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) -m bench.bench_cache $(ARGS)
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
