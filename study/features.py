@@ -28,7 +28,8 @@ class FeatureEngine:
 
     def __init__(self, cache_dir: Path, batch_size: int = 64) -> None:
         self.cache = ActivationCache(cache_dir, batch_size=batch_size)
-        self._extractors: dict[tuple, ExtractFn] = {}
+        self._extractors: dict[tuple, Any] = {}
+        self._backbones: dict[tuple, Any] = {}
 
     def activations(
         self,
@@ -60,31 +61,83 @@ class FeatureEngine:
                     key,
                     images,
                     indices,
-                    lambda spec=spec, layer=layer, view=view: self._extractor(spec, data.image_size, layer, view),
+                    lambda spec=spec, layer=layer, view=view: self._extractor(
+                        spec, data.image_size, layer, view, data, split
+                    ),
                     lazy_extract=True,
                     meta=meta,
                 )
             )
         return np.stack(out)
 
-    def pooled(self, data: CellData, spec: BackboneSpec, split: str, indices: np.ndarray, views: int = 1) -> np.ndarray:
-        return self.activations(data, spec, POOLED, split, indices, views)
+    def pooled(
+        self,
+        data: CellData,
+        spec: BackboneSpec,
+        split: str,
+        indices: np.ndarray,
+        views: int = 1,
+        via: str | None = None,
+    ) -> np.ndarray:
+        """Pooled backbone outputs. With ``via`` (a block boundary) missing rows are derived from that layer's
+        cached activations by running only the frozen layers above it, so a strategy that needs both (the two
+        phases of ``fine_tune_top``) never runs the prefix twice. The values are the same pooled features."""
+        self._via = via
+        try:
+            return self.activations(data, spec, POOLED, split, indices, views)
+        finally:
+            self._via = None
 
-    def _extractor(self, spec: BackboneSpec, image_size: int, layer: str, view: int) -> ExtractFn:
+    _via: str | None = None
+
+    def _extractor(self, spec: BackboneSpec, image_size: int, layer: str, view: int, data: Any = None,
+                   split: str = "pool") -> ExtractFn:  # fmt: skip
+        if layer == POOLED and self._via is not None and data is not None:
+            via = self._via
+            top = self._top(spec, image_size, via)
+
+            def from_cached(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+                lower = self.activations(data, spec, via, split, rows, views=view + 1)[view]
+                return top(lower)
+
+            return from_cached
         key = (spec.name, image_size, layer)
         if key not in self._extractors:
-            self._extractors[key] = _build_extractor(spec, image_size, layer)
+            self._extractors[key] = _build_extractor(self._backbone(spec, image_size), spec, layer)
         base = self._extractors[key]
         if view == 0:
             return lambda images, rows: base(images.astype(np.float32))
         return lambda images, rows: base(augment_views(images, rows, view))
 
+    def _backbone(self, spec: BackboneSpec, image_size: int) -> Any:
+        """One frozen ImageNet backbone per (backbone, size), shared by every extractor cut from it."""
+        key = (spec.name, image_size)
+        if key not in self._backbones:
+            self._backbones[key] = build_backbone(spec, image_size, weights="imagenet")
+        return self._backbones[key]
 
-def _build_extractor(spec: BackboneSpec, image_size: int, layer: str) -> Any:
+    def _top(self, spec: BackboneSpec, image_size: int, layer: str) -> Any:
+        key = (spec.name, image_size, "top", layer)
+        if key not in self._extractors:
+            import keras
+            import tensorflow as tf
+
+            top = split_at(self._backbone(spec, image_size), layer)[1]
+            net = keras.Sequential([top, keras.layers.GlobalAveragePooling2D()])
+            net.trainable = False
+
+            @tf.function(reduce_retracing=True)
+            def run(x: Any) -> Any:
+                return net(x, training=False)
+
+            self._extractors[key] = lambda x: run(tf.convert_to_tensor(x, dtype=tf.float32)).numpy()
+        return self._extractors[key]
+
+
+def _build_extractor(model: Any, spec: BackboneSpec, layer: str) -> Any:
     import keras
     import tensorflow as tf
 
-    model = build_backbone(spec, image_size, weights="imagenet")
     if layer == POOLED:
         net = keras.Sequential([model, keras.layers.GlobalAveragePooling2D()])
     else:

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the cells and an estimated duration, run nothing")
     p.add_argument("--no-latency", action="store_true", help="skip the per-model CPU latency measurement")
     p.add_argument("--no-report", action="store_true", help="do not build the HTML report at the end")
+    p.add_argument("--no-similarity", action="store_true", help="do not measure domain-similarity scores first")
     p.add_argument("--log-dir", type=Path, default=Path("results/logs"), help="where the sweep log goes")
     return p
 
@@ -114,9 +115,10 @@ def _run(args: argparse.Namespace) -> int:
     log_path = setup_logging(args.log_dir)
     from study.cell import CellRunner
 
-    runner = CellRunner(
-        args.cache_dir or config.cache_dir(), data_dirs, tuning_storage=store.url, measure_latency=not args.no_latency
-    )
+    cache_dir = args.cache_dir or config.cache_dir()
+    runner = CellRunner(cache_dir, data_dirs, tuning_storage=store.url, measure_latency=not args.no_latency)
+    if not args.no_similarity:
+        _similarity(todo, store, cache_dir, runner.dataset)
     summary = run_cells(todo, store, runner.run, retry_failed=args.retry_failed)
     print(
         f"finished in {summary.seconds / 60:.1f} min: {summary.complete} complete, {summary.failed} failed, "
@@ -129,6 +131,22 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_report:
         _report(store, grid.name)
     return 1 if summary.failed else 0
+
+
+def _similarity(cells: list, store: object, cache_dir: Path, load: object) -> None:
+    """Domain-similarity scores for every (dataset, pretrained backbone, size) the cells use (cached in the store)."""
+    from study.domain import ensure_scores
+    from study.grid import NO_BACKBONE
+    from study.strategies import get_strategy
+
+    by_size: dict[int, tuple[set, set]] = {}
+    for c in cells:
+        if c.backbone != NO_BACKBONE and get_strategy(c.strategy).pretrained:
+            ds, bb = by_size.setdefault(c.image_size, (set(), set()))
+            ds.add(c.dataset)
+            bb.add(c.backbone)
+    for size, (ds, bb) in sorted(by_size.items()):
+        ensure_scores(store, sorted(ds), sorted(bb), size, cache_dir, load)
 
 
 def _report(store: object, grid_name: str) -> None:

@@ -148,10 +148,15 @@ class _HeadPhase:
     train_seconds: float
 
 
-def _train_head(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> _HeadPhase:
-    """Head-only training on cached pooled features: feature extraction, and phase 1 of both fine-tunes."""
-    ftr = engine.pooled(data, spec, "pool", data.train_idx, _views(cfg))
-    fval = engine.pooled(data, spec, "pool", data.val_idx)[0]
+def _train_head(
+    data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine, via: str | None = None
+) -> _HeadPhase:
+    """Head-only training on cached pooled features: feature extraction, and phase 1 of both fine-tunes.
+
+    ``via``: derive missing pooled features from that layer's cached activations (``FeatureEngine.pooled``).
+    """
+    ftr = engine.pooled(data, spec, "pool", data.train_idx, _views(cfg), via=via)
+    fval = engine.pooled(data, spec, "pool", data.val_idx, via=via)[0]
     t0 = time.perf_counter()
     weights, curves = train_head(ftr, data.y_train, fval, data.y_val, data.n_classes, cfg)
     return _HeadPhase(weights, weights.to_keras(cfg), curves, time.perf_counter() - t0)
@@ -230,7 +235,7 @@ def run_fine_tune_top(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engi
     before = engine.cache.stats.extract_seconds
     k = cfg.top_k or spec.default_top_k
     layer = spec.freeze_point(k)
-    phase = _train_head(data, spec, cfg, engine)
+    phase = _train_head(data, spec, cfg, engine, via=layer)
     views = _views(cfg)
     atr = engine.activations(data, spec, layer, "pool", data.train_idx, views)
     aval = engine.activations(data, spec, layer, "pool", data.val_idx)[0]

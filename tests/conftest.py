@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,21 @@ def datapack() -> Path:
 def keras_cache() -> Path:
     _need_shared()
     return KERAS_CACHE
+
+
+@pytest.fixture(scope="session")
+def smoke_store(tmp_path_factory, datapack):
+    """One real run of the smoke grid for the whole session: (store URL, the finished process, its folder).
+
+    Several test files inspect real results (sweep, reports, advisor); running the grid once keeps CI short.
+    """
+    tmp = tmp_path_factory.mktemp("smoke")
+    url = f"sqlite:///{tmp / 'study.db'}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.run", "--grid", "smoke", "--store", url, "--log-dir", str(tmp / "logs"),
+         "--no-report"],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env=os.environ.copy(),
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"the smoke grid failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return url, proc, tmp

@@ -28,12 +28,8 @@ def study_run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, datapack):
-    """One real run of the smoke grid (shared by the tests that inspect it)."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    url = f"sqlite:///{tmp / 'study.db'}"
-    proc = study_run("--grid", "smoke", "--store", url, "--log-dir", str(tmp / "logs"), "--no-report")
-    return url, proc, tmp
+def smoke(smoke_store):
+    return smoke_store
 
 
 def test_smoke_grid_fills_one_complete_row_per_cell(smoke):
@@ -83,7 +79,8 @@ def test_export_round_trips_through_pandas(smoke, tmp_path):
 def test_sigkill_mid_sweep_then_resume_gives_exactly_one_row_per_cell(tmp_path, datapack):
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     args = ["--grid", "smoke", "--datasets", "retinamnist", "--strategies", "feature_extraction,linear_probe",
-            "--sizes", "30,40,50,60", "--store", url, "--log-dir", str(tmp_path), "--no-report", "--no-latency"]  # fmt: skip
+            "--sizes", "30,40,50,60", "--store", url, "--log-dir", str(tmp_path), "--no-report", "--no-latency",
+            "--no-similarity"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "study.run", *args], cwd=REPO, env=os.environ.copy(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 300

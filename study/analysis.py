@@ -1,0 +1,152 @@
+"""What the results say: tidy tables built from the store, read-only (a failed analysis never touches results).
+
+``python -m study.analysis [--store URL] [--backbone B]`` prints, as Markdown:
+- the best strategy per dataset x size (mean accuracy and 95 % interval, runner-up and margin);
+- every pretrained cell's gain over the best from-scratch baseline, with the cells showing significant
+  negative transfer and the largest significant gains;
+- the domain-similarity scores per dataset, and the Spearman rank correlation between the domain gap and the
+  measured gain of transfer over scratch.
+The same functions feed the HTML report and the advisor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from study import stats
+from study.errors import StudyError
+
+FLATTENED = ("correct", "n_test", "n_classes", "top_prediction_share", "shift", "shift_level", "base_dataset",
+             "val_balanced_accuracy", "trials_run", "trials_pruned", "degenerate_retries", "wall_seconds",
+             "pool_majority_share", "n_train", "n_val")  # fmt: skip
+
+
+def results_frame(store: Any) -> pd.DataFrame:
+    """Complete rows with the per-row details the statistics need lifted out of the ``metrics`` JSON."""
+    frame = store.to_frame(status="complete")
+    if frame.empty:
+        raise StudyError(f"the results store {store.display_url} has no complete rows; run python -m study.run first")
+    return flatten(frame)
+
+
+def flatten(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    metrics = frame["metrics"].map(lambda m: m if isinstance(m, dict) else {})
+    for key in FLATTENED:
+        frame[key] = metrics.map(lambda m, k=key: m.get(k))
+    return frame
+
+
+def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, n_images, image_size): the winning (strategy, backbone), its interval, runner-up, margin."""
+    rows = []
+    keys = ["dataset", "n_images", "image_size"]
+    for key, group in summary.dropna(subset=["accuracy_mean"]).groupby(keys, sort=True):
+        ranked = group.sort_values("accuracy_mean", ascending=False)
+        top = ranked.iloc[0]
+        second = ranked.iloc[1] if len(ranked) > 1 else None
+        rows.append({
+            **dict(zip(keys, key, strict=True)),
+            "best_strategy": top["strategy"], "best_backbone": top["backbone"],
+            "accuracy": top["accuracy_mean"], "ci_low": top["accuracy_ci_low"], "ci_high": top["accuracy_ci_high"],
+            "runner_up": None if second is None else f"{second['strategy']}/{second['backbone']}",
+            "margin": math.nan if second is None else top["accuracy_mean"] - second["accuracy_mean"],
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def similarity_table(store: Any, backbone: str | None = None) -> pd.DataFrame:
+    """One row per (dataset, backbone, size) with its domain label and scores."""
+    rows = []
+    for ds in store.datasets():
+        for scores in (ds.get("similarity") or {}).values():
+            if backbone and scores.get("backbone") != backbone:
+                continue
+            rows.append({"dataset": ds["name"], "domain": ds.get("domain"), "backbone": scores.get("backbone"),
+                         "image_size": scores.get("image_size"),
+                         **{k: scores.get(k) for k in ("frechet_distance", "logme", "knn_accuracy",
+                                                       "linear_probe_accuracy", "seconds")}})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def best_gain(gains: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, n_images, image_size): the best pretrained strategy's gain over the best scratch baseline."""
+    ok = gains.dropna(subset=["gain"])
+    idx = ok.groupby(["dataset", "n_images", "image_size"])["gain"].idxmax()
+    return ok.loc[idx].reset_index(drop=True)
+
+
+def similarity_vs_gain(gains: pd.DataFrame, sims: pd.DataFrame, backbone: str) -> dict[str, Any]:
+    """Spearman rank correlation between the domain gap (Fréchet distance) and the best gain of transfer."""
+    from scipy.stats import spearmanr
+
+    best = best_gain(gains)
+    s = sims[sims["backbone"] == backbone][["dataset", "image_size", "frechet_distance"]]
+    merged = best.merge(s, on=["dataset", "image_size"]).dropna(subset=["frechet_distance", "gain"])
+    out: dict[str, Any] = {"backbone": backbone, "n_cells": len(merged)}
+    if len(merged) >= 3:
+        rho, p = spearmanr(merged["frechet_distance"], merged["gain"])
+        out.update(rho=float(rho), p=float(p))
+        per_size = {}
+        for n, g in merged.groupby("n_images"):
+            if len(g) >= 3:
+                r, pv = spearmanr(g["frechet_distance"], g["gain"])
+                per_size[int(n)] = {"rho": float(r), "p": float(pv), "datasets": len(g)}
+        out["per_size"] = per_size
+    return out
+
+
+def _md(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    if frame.empty:
+        return "(none)"
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in frame.iterrows():
+        cells = [format(v, floatfmt) if isinstance(v, float | np.floating) else str(v) for v in r]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from study.store import ResultsStore, default_url
+
+    p = argparse.ArgumentParser(prog="python -m study.analysis", description=__doc__.splitlines()[0])
+    p.add_argument("--store", help="SQLAlchemy URL (default: sqlite:///results/study.db)")
+    p.add_argument("--backbone", default="mobilenet_v2", help="backbone whose similarity scores to correlate")
+    args = p.parse_args(argv)
+    try:
+        store = ResultsStore(args.store or default_url(), create=False)
+        frame = results_frame(store)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = stats.summarise(frame)
+    gains = stats.transfer_gain(frame)
+    n_deg = int(stats.mark_degenerate(frame)["degenerate"].sum())
+    print(f"# Results: {len(frame)} complete rows, {len(summary)} cells, {n_deg} degenerate rows excluded\n")
+    print("## Best strategy per dataset x size (mean test accuracy over seeds, 95 % CI)\n")
+    print(_md(best_per_cell(summary)))
+    cols = ["dataset", "n_images", "strategy", "backbone", "accuracy", "baseline_strategy", "baseline_accuracy",
+            "gain", "gain_ci_low", "gain_ci_high"]  # fmt: skip
+    print("\n## Significant negative transfer (pretrained below the best from-scratch baseline, CI excludes 0)\n")
+    print(_md(gains[gains["negative_transfer"]][cols].sort_values("gain")))
+    print("\n## Largest significant gains over scratch\n")
+    print(_md(gains[gains["significant_gain"]][cols].sort_values("gain", ascending=False).head(15)))
+    sims = similarity_table(store)
+    print("\n## Domain similarity (Fréchet distance to natural photos: lower = closer; LogME: higher = better)\n")
+    print(_md(sims.sort_values(["backbone", "frechet_distance"]) if not sims.empty else sims))
+    if not sims.empty:
+        corr = similarity_vs_gain(gains, sims, args.backbone)
+        print(f"\n## Domain gap vs gain of transfer ({args.backbone})\n")
+        print(corr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
