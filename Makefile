@@ -4,6 +4,7 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 GRID   ?= quick
+WORKERS ?= 2
 SHARED ?= $(abspath ../shared)
 
 # Offline machines: read datasets and ImageNet weights from ../shared when it is there (never copied).
@@ -22,11 +23,11 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,cluster]"
 	touch $@
 
 study: install
-	$(PY) -m study.run --grid $(GRID) $(ARGS)
+	$(PY) -m study.run --grid $(GRID) --workers $(WORKERS) $(ARGS)
 
 test: install lint
 	$(PY) -m pytest $(ARGS)

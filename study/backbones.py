@@ -13,7 +13,6 @@ Keras cache that only holds the 224 file (as ``../shared/keras`` does) works at 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -218,32 +217,22 @@ def resolve_weights(spec: BackboneSpec, keras_home: Path | None = None) -> Path:
 
 
 @cache
-def _md5_cached(path: str, size: int, mtime: float) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _digest(path: str, size: int, mtime: float, algo: str) -> str:
+    """Memoised per file version: provenance asks for the same weights' checksum on every cell."""
+    from study.download import file_digest
+
+    return file_digest(Path(path), algo)
 
 
 def _md5(path: Path) -> str:
     st = os.stat(path)
-    return _md5_cached(str(path), st.st_size, st.st_mtime)
-
-
-@cache
-def _sha256_cached(path: str, size: int, mtime: float) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return _digest(str(path), st.st_size, st.st_mtime, "md5")
 
 
 def weights_checksum(path: Path) -> str:
     """sha256 of a weights file (recorded as provenance and used in activation-cache keys)."""
     st = os.stat(path)
-    return _sha256_cached(str(path), st.st_size, st.st_mtime)
+    return _digest(str(path), st.st_size, st.st_mtime, "sha256")
 
 
 def build_backbone(

@@ -125,8 +125,9 @@ class FeatureEngine:
             top = split_at(self._backbone(spec, image_size), layer)[1]
             net = keras.Sequential([top, keras.layers.GlobalAveragePooling2D()])
             net.trainable = False
+            signature = [tf.TensorSpec([None, *top.input.shape[1:]], tf.float32)]
 
-            @tf.function(reduce_retracing=True)
+            @tf.function(input_signature=signature)
             def run(x: Any) -> Any:
                 return net(x, training=False)
 
@@ -144,8 +145,9 @@ def _build_extractor(model: Any, spec: BackboneSpec, layer: str) -> Any:
         net = split_at(model, layer)[0]
     net.trainable = False
     prep = preprocess_fn(spec)
+    signature = [tf.TensorSpec([None, *model.input.shape[1:]], tf.float32)]  # any batch size, one trace
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=signature)
     def run(x: Any) -> Any:
         return net(prep(x), training=False)
 

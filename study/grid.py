@@ -4,8 +4,8 @@ A grid is a table of axes (datasets, sizes, strategies, backbones, seeds) plus p
 epochs, tuning trials, test cap, augmentation). ``expand`` takes the product of the axes, collapses the
 backbone axis for strategies that have none (``scratch_small``), and drops cells that cannot or should not
 run, each with a reason that ``--dry-run`` reports (benchopt's ``skip`` hook): a size larger than the
-dataset's pool, or a per-strategy cap (``[grids.NAME.limits]``: ``max_n`` and/or ``backbones``) that keeps a
-CPU grid within budget. A grid may also be the union of other grids (``include = [...]``), e.g. a core grid
+dataset's pool, or a per-strategy limit (``[grids.NAME.limits]``: ``max_n``, ``sizes``, ``backbones``) that keeps
+a CPU grid within budget. A grid may also be the union of other grids (``include = [...]``), e.g. a core grid
 plus the shift ladder with its own sizes.
 """
 
@@ -217,11 +217,13 @@ def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
         seen.add(cell.key)
         pool = describe(dataset).pool_size
         limit = grid.limits.get(strategy, {})
-        cap, only = limit.get("max_n"), limit.get("backbones")
+        cap, only, sizes = limit.get("max_n"), limit.get("backbones"), limit.get("sizes")
         if pool is not None and n > pool:
             skipped.append(Skipped(cell, f"n={n} exceeds the pool of {dataset} ({pool} images)"))
         elif cap is not None and n > cap:
             skipped.append(Skipped(cell, f"n={n} is above this grid's cap for {strategy} (max_n={cap})"))
+        elif sizes is not None and n not in sizes:
+            skipped.append(Skipped(cell, f"this grid runs {strategy} only at n in {list(sizes)}"))
         elif only is not None and backbone != NO_BACKBONE and backbone not in only:
             skipped.append(Skipped(cell, f"this grid runs {strategy} only with {', '.join(only)}"))
         else:

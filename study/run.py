@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="SQLAlchemy URL of the results store (default: sqlite:///results/study.db)")
     p.add_argument("--cache-dir", type=Path, help="decoded images and activations (default: $TRANSFER_STUDY_CACHE)")
     p.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="who runs the cells (default: local)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (CPU threads are split)")
+    p.add_argument("--address", help="Ray cluster: 'auto' or ray://host:10001 (default: start a local Ray)")
+    p.add_argument("--cpus-per-cell", type=float, default=1, help="Ray resources per cell (default 1 CPU)")
+    p.add_argument("--gpus-per-cell", type=float, default=0, help="Ray GPUs per cell (e.g. 1 on a GPU cluster)")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        help="module to import in every worker (registers your own datasets/strategies/backbones); repeatable",
+    )
     p.add_argument("--dry-run", action="store_true", help="list the cells and an estimated duration, run nothing")
     p.add_argument("--no-latency", action="store_true", help="skip the per-model CPU latency measurement")
     p.add_argument("--no-report", action="store_true", help="do not build the HTML report at the end")
@@ -82,10 +93,12 @@ def _check_inputs(cells: list, data_dirs: list[Path]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from study.executors import load_plugins as _load_plugins
     from study.grid import expand, get_grid
     from study.store import ResultsStore, default_url
-    from study.sweep import estimate_seconds, history_rates, run_cells, setup_logging
+    from study.sweep import estimate_seconds, history_rates, setup_logging
 
+    _load_plugins(args.plugin)
     grid = get_grid(args.grid, args.grid_file).with_overrides(
         datasets=args.datasets, sizes=args.sizes, strategies=args.strategies, backbones=args.backbones,
         seeds=args.seeds, image_size=args.image_size, epochs=args.epochs, trials=args.trials, max_test=args.max_test,
@@ -114,12 +127,21 @@ def _run(args: argparse.Namespace) -> int:
     _check_inputs(todo, data_dirs)
     log_path = setup_logging(args.log_dir)
     from study.cell import CellRunner
+    from study.executors import RunnerConfig, run_local, run_ray
 
+    if args.workers < 1:
+        raise StudyError(f"--workers must be at least 1, got {args.workers}")
     cache_dir = args.cache_dir or config.cache_dir()
-    runner = CellRunner(cache_dir, data_dirs, tuning_storage=store.url, measure_latency=not args.no_latency)
     if not args.no_similarity:
-        _similarity(todo, store, cache_dir, runner.dataset)
-    summary = run_cells(todo, store, runner.run, retry_failed=args.retry_failed)
+        _similarity(todo, store, cache_dir, CellRunner(cache_dir, data_dirs).dataset)
+    runner_config = RunnerConfig(
+        store.url, str(cache_dir), tuple(str(d) for d in data_dirs), not args.no_latency, args.retry_failed,
+        grid_file=str(args.grid_file) if args.grid_file else None, plugins=tuple(args.plugin),
+    )  # fmt: skip
+    if args.executor == "ray":
+        summary = run_ray(todo, runner_config, args.address, args.cpus_per_cell, args.gpus_per_cell)
+    else:
+        summary = run_local(todo, runner_config, workers=args.workers)
     print(
         f"finished in {summary.seconds / 60:.1f} min: {summary.complete} complete, {summary.failed} failed, "
         f"{summary.skipped} skipped (already done or held by another sweep)"

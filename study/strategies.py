@@ -355,25 +355,32 @@ def run_scratch(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: Fe
     import keras
 
     _seed(cfg)
-    before = engine.cache.stats.extract_seconds
     backbone = _short_run_batchnorm(build_backbone(spec, data.image_size, weights=None))
     inp = keras.Input(shape=(data.image_size, data.image_size, 3))
     x = keras.layers.GlobalAveragePooling2D()(backbone(inp))  # BatchNorm trains normally here
     model = keras.Model(inp, _head(data.n_classes, cfg)(x))
+    return _train_from_scratch(model, data, spec, spec, cfg, engine)
+
+
+def _train_from_scratch(
+    model: Any, data: CellData, spec: BackboneSpec, prep: BackboneSpec | None, cfg: TrainConfig, engine: FeatureEngine
+) -> FitResult:
+    """Train a randomly initialised model on images (``prep``: whose preprocessing, None = the model's own)."""
+    before = engine.cache.stats.extract_seconds
     t0 = time.perf_counter()
-    curves = _fit_on_images(model, data, spec, cfg, cfg.lr_head, "scratch")
+    curves = _fit_on_images(model, data, prep, cfg, cfg.lr_head, "scratch")
     train_seconds = time.perf_counter() - t0
     return _finish(
         data,
         spec,
         engine,
         before,
-        lambda: _predict_images(model, data.pool.images[data.val_idx], spec),
-        lambda: _predict_images(model, data.test.images[data.test_idx], spec),
+        lambda: _predict_images(model, data.pool.images[data.val_idx], prep),
+        lambda: _predict_images(model, data.test.images[data.test_idx], prep),
         curves,
         train_seconds,
         count_params(model)[0],
-        lambda: _with_preprocessing(model, spec, data.image_size),
+        lambda: _with_preprocessing(model, prep, data.image_size) if prep is not None else model,
         {"views": 1, "freeze_point": None},
     )
 
@@ -417,24 +424,7 @@ def small_cnn(image_size: int, n_classes: int, cfg: TrainConfig) -> Any:
 
 def run_scratch_small(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
     _seed(cfg)
-    before = engine.cache.stats.extract_seconds
-    model = small_cnn(data.image_size, data.n_classes, cfg)
-    t0 = time.perf_counter()
-    curves = _fit_on_images(model, data, None, cfg, cfg.lr_head, "scratch")
-    train_seconds = time.perf_counter() - t0
-    return _finish(
-        data,
-        spec,
-        engine,
-        before,
-        lambda: _predict_images(model, data.pool.images[data.val_idx], None),
-        lambda: _predict_images(model, data.test.images[data.test_idx], None),
-        curves,
-        train_seconds,
-        count_params(model)[0],
-        lambda: model,
-        {"views": 1, "freeze_point": None},
-    )
+    return _train_from_scratch(small_cnn(data.image_size, data.n_classes, cfg), data, spec, None, cfg, engine)
 
 
 def run_linear_probe(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:

@@ -47,13 +47,14 @@ class SweepSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-def estimate_seconds(cell: Cell, history: dict[tuple, float] | None = None) -> float:
-    """Expected wall time of a cell: the store's own median for similar cells when known, else a cost model."""
+def estimate_seconds(cell: Cell, history: dict[tuple, tuple[float, float]] | None = None) -> float:
+    """Expected wall time of a cell: fitted on the store's finished cells when known, else a cost model."""
     scale = (cell.image_size / 96) ** 2
     if history:
-        per_image = history.get((cell.strategy, cell.backbone, cell.image_size))
-        if per_image is not None:
-            return per_image * cell.n_images * cell.trials
+        fitted = history.get((cell.strategy, cell.backbone, cell.image_size))
+        if fitted is not None:
+            fixed, per_image = fitted
+            return (fixed + per_image * cell.n_images) * cell.trials
     per = SECONDS_PER_IMAGE_EPOCH.get(cell.strategy, 0.01) * scale
     pretrained = cell.strategy not in ("scratch", "scratch_small")
     extract = EXTRACT_SECONDS_PER_IMAGE * scale * cell.n_images if pretrained else 0.0
@@ -61,15 +62,28 @@ def estimate_seconds(cell: Cell, history: dict[tuple, float] | None = None) -> f
     return cell.trials * (FIXED_SECONDS.get(cell.strategy, 1.0) + train) + extract / 4
 
 
-def history_rates(store: ResultsStore) -> dict[tuple, float]:
-    """Median seconds per (training image x trial) of finished rows, per (strategy, backbone, image size)."""
+def history_rates(store: ResultsStore) -> dict[tuple, tuple[float, float]]:
+    """Per (strategy, backbone, image size): seconds per trial = fixed + per_image x N, fitted on finished rows.
+
+    A cell's cost is a fixed part (building and tracing models) plus a part that grows with N; with one size
+    measured so far the fixed part is all that is known, and larger sizes are underestimated until more finish.
+    """
+    import numpy as np
+
     frame = store.to_frame(status="complete")
     if frame.empty:
         return {}
-    wall = frame["metrics"].map(lambda m: (m or {}).get("wall_seconds") if isinstance(m, dict) else None)
-    frame = frame.assign(rate=wall / (frame["n_images"] * frame["trials_budget"].fillna(1)))
-    frame = frame.dropna(subset=["rate"])
-    return frame.groupby(["strategy", "backbone", "image_size"])["rate"].median().to_dict()
+    wall = frame["metrics"].map(lambda m: m.get("wall_seconds") if isinstance(m, dict) else None)
+    frame = frame.assign(per_trial=wall / frame["trials_budget"].fillna(1)).dropna(subset=["per_trial"])
+    fits: dict[tuple, tuple[float, float]] = {}
+    for key, g in frame.groupby(["strategy", "backbone", "image_size"]):
+        n, t = g["n_images"].to_numpy(float), g["per_trial"].to_numpy(float)
+        if np.unique(n).size >= 2:
+            slope, intercept = np.polyfit(n, t, 1)
+            fits[key] = (max(float(intercept), 0.0), max(float(slope), 0.0))
+        else:
+            fits[key] = (float(np.median(t)), 0.0)
+    return fits
 
 
 def run_cells(

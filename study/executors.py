@@ -1,0 +1,190 @@
+"""Executors: who runs the cells. The rest of the engine only hands over cells and a store URL.
+
+- ``local`` (default): ``workers`` processes on this machine. Each builds its own runner and store connection
+  and walks the same ordered cell list; the store's claims make every cell run exactly once, so workers need
+  no coordination of their own. CPU threads are split between workers (TF intra-op threads = cores/workers).
+- ``ray``: each cell a Ray task with resource requests (``num_cpus``, ``num_gpus``); workers resolve data and
+  weights from their own data directory settings (a shared file system on a cluster) and write through the
+  same store, so rows are written once per cell whoever runs it; Ray retries a task whose worker died, and the
+  dead worker's claim is taken over (dead pid on the same host, or stale heartbeat elsewhere).
+
+Every executor returns the same ``SweepSummary``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from study.grid import Cell
+from study.sweep import SweepSummary, run_cells
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """What a worker needs to build its own ``CellRunner`` (plain data: it crosses process boundaries)."""
+
+    store_url: str
+    cache_dir: str
+    data_dirs: tuple[str, ...] | None = None
+    measure_latency: bool = True
+    retry_failed: bool = False
+    threads: int | None = None  # TF intra-op threads for this worker
+    grid_file: str | None = None  # re-registers the grid file's own datasets in the worker
+    plugins: tuple[str, ...] = ()  # modules imported in every worker (they register datasets, strategies...)
+
+
+def load_plugins(modules: tuple[str, ...] | list[str]) -> None:
+    """Import user modules that extend the registries (``register_dataset``/``register_strategy``/...)."""
+    import importlib
+
+    from study.errors import StudyError
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise StudyError(f"plugin {name!r} cannot be imported ({exc}); check PYTHONPATH") from None
+
+
+def _make_runner(cfg: RunnerConfig) -> Any:
+    load_plugins(cfg.plugins)
+    if cfg.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.threads))
+    if cfg.grid_file:
+        from study.grid import load_grids
+
+        load_grids(Path(cfg.grid_file))
+    from study.cell import CellRunner
+
+    dirs = [Path(d) for d in cfg.data_dirs] if cfg.data_dirs else None
+    return CellRunner(Path(cfg.cache_dir), dirs, tuning_storage=cfg.store_url, measure_latency=cfg.measure_latency)
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run_local(cells: list[Cell], cfg: RunnerConfig, workers: int = 1, progress: bool = True) -> SweepSummary:
+    """Run in this process (``workers=1``) or in ``workers`` spawned processes sharing the store."""
+    from study.store import ResultsStore
+
+    if workers <= 1:
+        runner = _make_runner(cfg)
+        return run_cells(cells, ResultsStore(cfg.store_url), runner.run, cfg.retry_failed, progress)
+    per_worker = max(1, cpu_count() // workers)
+    cfg = RunnerConfig(**{**asdict(cfg), "threads": per_worker})
+    ctx = mp.get_context("spawn")
+    t0 = time.perf_counter()
+    with ctx.Pool(workers) as pool:
+        results = [pool.apply_async(_worker, ([asdict(c) for c in cells], asdict(cfg))) for _ in range(workers)]
+        _watch(results, cells, ResultsStore(cfg.store_url), progress)
+        summaries = [r.get() for r in results]
+    total = SweepSummary()
+    for s in summaries:
+        total.complete += s.complete
+        total.failed += s.failed
+        total.failures += s.failures
+    total.skipped = len(cells) - total.complete - total.failed
+    total.seconds = time.perf_counter() - t0
+    return total
+
+
+def _watch(results: list, cells: list[Cell], store: Any, progress: bool) -> None:
+    """A progress bar over this sweep's cells, fed by the store (the workers report nothing else)."""
+    from tqdm import tqdm
+
+    def finished() -> int:
+        counts = store.status_counts()
+        return counts.get("complete", 0) + counts.get("failed", 0)
+
+    start = finished()
+    with tqdm(total=len(cells), unit="cell", disable=not progress, dynamic_ncols=True) as bar:
+        while not all(r.ready() for r in results):
+            time.sleep(2.0)
+            bar.update(min(len(cells), finished() - start) - bar.n)
+
+
+def _worker(cells: list[dict], cfg: dict) -> SweepSummary:
+    from study.store import ResultsStore
+
+    config = RunnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    runner = _make_runner(config)
+    return run_cells([Cell(**c) for c in cells], ResultsStore(config.store_url), runner.run, config.retry_failed,
+                     progress=False)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------ Ray
+
+_WORKER_STATE: dict[str, Any] = {}
+
+
+def _ray_cell(cell: dict, cfg: dict) -> tuple[str, str, str]:
+    """One cell as a Ray task: claim, run, record. The runner stays warm in the worker process."""
+    from study.store import ResultsStore
+
+    config = RunnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    if _WORKER_STATE.get("config") != config:
+        _WORKER_STATE.update(config=config, runner=_make_runner(config), store=ResultsStore(config.store_url))
+    c = Cell(**cell)
+    summary = run_cells([c], _WORKER_STATE["store"], _WORKER_STATE["runner"].run, config.retry_failed, progress=False)
+    if summary.complete:
+        return "complete", c.key, ""
+    if summary.failed:
+        return "failed", c.key, summary.failures[0][1]
+    return "skipped", c.key, ""
+
+
+def run_ray(
+    cells: list[Cell],
+    cfg: RunnerConfig,
+    address: str | None = None,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    max_retries: int = 2,
+    progress: bool = True,
+    init_kwargs: dict[str, Any] | None = None,
+) -> SweepSummary:
+    """Each cell a Ray task (``num_cpus``/``num_gpus`` per cell); a task whose worker dies is retried."""
+    import ray
+    from tqdm import tqdm
+
+    from study.errors import StudyError
+
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **(init_kwargs or {}))
+        except Exception as exc:  # noqa: BLE001 - connection errors come in many types
+            raise StudyError(f"cannot connect to Ray at {address or 'a new local cluster'}: {exc}") from None
+    threads = max(1, int(num_cpus))
+    cfg = RunnerConfig(**{**asdict(cfg), "threads": threads})
+    task = ray.remote(_ray_cell).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)
+    t0 = time.perf_counter()
+    pending = [task.remote(asdict(c), asdict(cfg)) for c in cells]
+    summary = SweepSummary()
+    with tqdm(total=len(cells), unit="cell", disable=not progress, dynamic_ncols=True) as bar:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    status, key, message = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the task died more often than max_retries
+                    status, key, message = "failed", "?", f"{type(exc).__name__}: {exc}".splitlines()[0]
+                if status == "complete":
+                    summary.complete += 1
+                elif status == "failed":
+                    summary.failed += 1
+                    summary.failures.append((key, message))
+                else:
+                    summary.skipped += 1
+                bar.write(f"{status:8s} {key}  {message}".rstrip())
+                bar.update(1)
+    summary.seconds = time.perf_counter() - t0
+    return summary

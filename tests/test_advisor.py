@@ -1,0 +1,402 @@
+"""The advisor on constructed results where the truth is known, its textbook baseline, its CLI and a real store.
+
+The synthetic study below is built so that the right answer is known: on every domain feature extraction wins
+below ~500 images and full fine-tuning above; on the far domain (gap 6) the small from-scratch CNN wins from
+~2000 images. Backbone ``bb_b`` is always one point worse than ``bb_a``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from advisor import Advisor, AdvisorError, Traits, leave_one_dataset_out, load_results, textbook_rule
+from advisor.cli import main
+from advisor.evaluate import summary
+from advisor.model import FREEZE_LEVEL
+from advisor.textbook import SMALL_N, TABLE, quadrant
+from study.analysis import flatten
+
+REPO = Path(__file__).resolve().parents[1]
+
+DATASETS = {  # name: (domain, relative gap, classes)
+    "nat_a": ("natural", 0.9, 2),
+    "nat_b": ("natural", 1.1, 10),
+    "med_a": ("medical", 3.0, 2),
+    "med_b": ("medical", 3.2, 5),
+    "dig": ("digits", 2.5, 10),
+    "far": ("satellite", 6.0, 7),
+}
+SIZES = (50, 100, 250, 500, 1000, 2000, 4000)
+STRATEGIES = ("feature_extraction", "linear_probe", "fine_tune_top", "full_fine_tune", "scratch_small")
+UNITS = {"bb_a": 500.0, "bb_b": 900.0}  # Fréchet distance of a gap-1 dataset per backbone
+
+
+def advantage(strategy: str, n: int, gap: float) -> float:
+    """The known truth: each strategy's accuracy offset as a function of size and domain gap."""
+    lg, pen = np.log2(n), 0.02 * gap
+    return {
+        "feature_extraction": 0.02 * lg - pen,
+        "linear_probe": 0.02 * lg - 0.01 - pen,
+        "fine_tune_top": 0.035 * lg - 0.145 - pen,
+        "full_fine_tune": 0.05 * lg - 0.27 - pen,
+        "scratch_small": 0.07 * lg - 0.6 + (0.03 if gap > 5 else 0.0),
+    }[strategy]
+
+
+def store_rows(seed: int = 0, noise: float = 0.004, datasets: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs in the shape of ``ResultsStore.to_frame`` (details inside ``metrics``) and the datasets table."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for ds, (domain, gap, k) in (datasets or DATASETS).items():
+        level = 0.55 + 0.3 / k + rng.normal(0, 0.03)
+        for n in SIZES:
+            for strategy in STRATEGIES:
+                for bb in ("none",) if strategy == "scratch_small" else ("bb_a", "bb_b"):
+                    for s in (0, 1):
+                        acc = level + advantage(strategy, n, gap) - (0.01 if bb == "bb_b" else 0) + rng.normal(0, noise)
+                        acc = float(np.clip(acc, 0.0, 1.0))
+                        rows.append({
+                            "cell_key": f"{ds}[n={n}]/{strategy}/{bb}/s64/seed={s}", "status": "complete",
+                            "dataset": ds, "domain": domain, "n_images": n, "strategy": strategy, "backbone": bb,
+                            "image_size": 64, "seed": s, "accuracy": acc, "balanced_accuracy": acc,
+                            "majority_share": 1.0 / k, "degenerate": False,
+                            "train_seconds": n * (0.01 if strategy in ("feature_extraction", "linear_probe") else 0.1),
+                            "extract_seconds": 1.0,
+                            "metrics": {"n_classes": k, "pool_majority_share": 1.0 / k, "base_dataset": ds,
+                                        "top_prediction_share": 1.0 / k, "n_test": 200, "top_k": 4},
+                            "params": {"lr_head": 1e-3, "lr_finetune": 1e-4, "dropout": 0.2, "weight_decay": 1e-4,
+                                       "top_k": None, "linear_c": 1.0, "epochs": 10},
+                            "curves": [{"phase": "head", "epoch": e + 1} for e in range(6)]
+                            + [{"phase": "fine_tune", "epoch": e + 1} for e in range(3)],
+                        })  # fmt: skip
+    datasets_rows = [
+        {"name": ds, "domain": domain,
+         "similarity": {f"{bb}@64": {"backbone": bb, "image_size": 64, "frechet_distance": gap * unit}
+                        for bb, unit in UNITS.items()}}
+        for ds, (domain, gap, _) in (datasets or DATASETS).items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(datasets_rows)
+
+
+def synthetic(**kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study as ``load_results`` returns it: flattened runs and the similarity table."""
+    runs, datasets = store_rows(**kwargs)
+    sims = [{"dataset": r.name, "domain": r.domain, **s} for r in datasets.itertuples() for s in r.similarity.values()]
+    return flatten(runs), pd.DataFrame(sims)
+
+
+def write_export(folder: Path, **kwargs) -> Path:
+    """The synthetic study as ``python -m study.export`` writes it (JSON columns as strings)."""
+    runs, datasets = store_rows(**kwargs)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in (("runs", runs), ("datasets", datasets)):
+        frame = frame.copy()
+        for col in ("metrics", "params", "curves", "similarity"):
+            if col in frame:
+                frame[col] = frame[col].map(lambda v: json.dumps(v, sort_keys=True))
+        frame.to_parquet(folder / f"{name}.parquet", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def study() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return synthetic()
+
+
+@pytest.fixture(scope="module")
+def fitted(study) -> Advisor:
+    return Advisor().fit(*study)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    return write_export(tmp_path_factory.mktemp("export") / "study")
+
+
+# ---------------------------------------------------------------------------------------------------- the estimator
+
+
+def test_estimator_contract(study):
+    advisor = Advisor(n_evidence=2, random_state=3)
+    assert advisor.get_params()["n_evidence"] == 2
+    assert clone(advisor).get_params() == advisor.get_params()
+    assert advisor.fit(*study) is advisor
+    on = advisor.fitted_on_
+    assert on["n_rows"] + on["n_excluded_degenerate"] == len(study[0]) and on["n_excluded_degenerate"] > 0
+    assert advisor.fitted_on_["datasets"] == sorted(DATASETS)
+    with pytest.raises(Exception, match="not fitted"):
+        Advisor().recommend({"n_images": 100, "domain": "natural"})
+    with pytest.raises(Exception, match="not fitted"):
+        Advisor().rules_text()
+
+
+def test_reproducible_and_records_its_data(study):
+    a, b = Advisor().fit(*study), Advisor().fit(*study)
+    q = {"n_images": 700, "domain": "medical"}
+    pd.testing.assert_frame_equal(a.predict_table(q), b.predict_table(q))
+    assert a.fitted_on_ == b.fitted_on_
+    runs, sims = study
+    changed = runs.copy()
+    changed.loc[0, "accuracy"] += 0.01
+    assert Advisor().fit(changed, sims).fitted_on_["checksum"] != a.fitted_on_["checksum"]
+
+
+@pytest.mark.parametrize(
+    ("n", "domain", "gap", "expected"),
+    [
+        (100, "natural", None, "feature_extraction"),
+        (3000, "natural", None, "full_fine_tune"),
+        (150, "medical", None, "feature_extraction"),
+        (2500, "medical", None, "full_fine_tune"),
+        (4000, "satellite", 6.0, "scratch_small"),
+    ],
+)
+def test_recommends_the_known_winner(fitted, n, domain, gap, expected):
+    rec = fitted.recommend({"n_images": n, "domain": domain, "gap": gap, "n_classes": 5})
+    assert rec.best.strategy == expected
+    if expected != "scratch_small":
+        assert rec.best.backbone == "bb_a"  # bb_b is one point worse everywhere
+    assert rec.best.low <= rec.best.accuracy <= rec.best.high
+    assert rec.best.evidence and rec.best.evidence[0].strategy == expected
+    assert rec.best.recipe["freeze"]
+
+
+@pytest.mark.parametrize(("domain", "gap"), [("natural", 1.0), ("medical", 3.1), ("digits", 2.5), ("satellite", 6.0)])
+def test_more_data_never_prefers_freezing_more(fitted, domain, gap):
+    sizes = np.unique(np.geomspace(30, 10000, 25).astype(int))
+    levels = [
+        FREEZE_LEVEL[fitted.predict_table({"n_images": int(n), "domain": domain, "gap": gap}).iloc[0]["strategy"]]
+        for n in sizes
+    ]
+    assert all(later <= earlier for earlier, later in zip(levels, levels[1:], strict=False)), levels
+
+
+def test_monotone_unless_the_results_say_so():
+    """When the results themselves say that more data favours freezing, the advisor follows them."""
+    runs, sims = synthetic()
+    runs.loc[(runs["n_images"] >= 1000) & (runs["strategy"] == "feature_extraction"), "accuracy"] += 0.2
+    runs.loc[(runs["n_images"] <= 250) & (runs["strategy"] == "full_fine_tune"), "accuracy"] += 0.2
+    advisor = Advisor().fit(runs, sims)
+    assert advisor.predict_table({"n_images": 100, "domain": "natural"}).iloc[0]["strategy"] == "full_fine_tune"
+    assert advisor.predict_table({"n_images": 3000, "domain": "natural"}).iloc[0]["strategy"] == "feature_extraction"
+
+
+def test_extrapolation_is_flagged(fitted):
+    inside = fitted.recommend({"n_images": 500, "domain": "medical", "n_classes": 5, "gap": 3.1})
+    assert inside.extrapolation == []
+    assert inside.trust == "high"
+    bigger = fitted.recommend({"n_images": 50000, "domain": "medical", "n_classes": 5})
+    assert any("training-set size" in f for f in bigger.extrapolation)
+    assert bigger.trust in ("medium", "low")
+    smaller = fitted.recommend({"n_images": 10, "domain": "natural"})
+    assert any("outside the measured range 50-4000" in f for f in smaller.extrapolation)
+    unseen = fitted.recommend({"n_images": 500, "domain": "other"})
+    assert any("domain 'other' is outside the study" in f for f in unseen.extrapolation)
+    assert any("gap" in a for a in unseen.assumed)
+
+
+def test_budget_and_backbone_filters(fitted):
+    rec = fitted.recommend({"n_images": 3000, "domain": "natural", "budget_minutes": 1.0})
+    assert rec.best.within_budget and rec.best.cost_minutes <= 1.0
+    assert rec.best.strategy in ("feature_extraction", "linear_probe")
+    assert any(not o.within_budget for o in rec.options)
+    only_b = fitted.recommend({"n_images": 3000, "domain": "natural", "backbone": "bb_b"})
+    assert {o.backbone for o in only_b.options} <= {"bb_b", "none"}
+    with pytest.raises(AdvisorError, match="known backbones: bb_a, bb_b"):
+        fitted.recommend({"n_images": 3000, "domain": "natural", "backbone": "vgg16"})
+
+
+def test_bad_traits_are_one_line_errors(fitted):
+    for bad, match in (({"n_images": 0}, "positive"), ({"n_images": -5}, "positive"),
+                       ({"n_images": 10, "n_classes": 1}, "n-classes"), ({"n_images": 10, "colour": "x"}, "unknown")):
+        with pytest.raises(AdvisorError, match=match):
+            fitted.recommend({"domain": "natural", **bad})  # fmt: skip
+    with pytest.raises(AdvisorError, match="unknown domain 'xray'; known domains: .*medical.*natural"):
+        fitted.recommend({"n_images": 100, "domain": "xray"})
+
+
+def test_recommendation_to_dict_is_json(fitted):
+    rec = fitted.recommend(Traits(n_images=2000, domain="medical"))
+    data = json.loads(json.dumps(rec.to_dict()))
+    assert data["options"][0]["strategy"] == rec.best.strategy
+    assert data["fitted_on"]["checksum"] == fitted.fitted_on_["checksum"]
+    assert data["options"][0]["recipe"]["epochs"] == {"head": 6, "fine_tune": 3}
+
+
+def test_rules_text(fitted):
+    text = fitted.rules_text()
+    assert "feature_extraction" in text and "full_fine_tune" in text
+    assert "n <= " in text and "images" in text
+    assert len(text.splitlines()) <= 8
+    assert fitted.rules_fidelity_ >= 0.8
+
+
+# ---------------------------------------------------------------------------------------------------- textbook
+
+
+def test_textbook_rule_table():
+    assert SMALL_N == 1000
+    assert textbook_rule(200, "natural") == "feature_extraction"
+    assert textbook_rule(200, "medical") == "fine_tune_top"
+    assert textbook_rule(5000, "natural") == "fine_tune_top"
+    assert textbook_rule(5000, "medical") == "full_fine_tune"
+    assert textbook_rule(999, "natural") == "feature_extraction" and textbook_rule(1000, "natural") == "fine_tune_top"
+    # a non-natural label with a measured gap below the natural median counts as similar
+    assert quadrant(200, "satellite", gap=0.8) == ("small", "similar")
+    assert quadrant(200, "shifted", gap=1.3) == ("small", "different")
+    # a strategy the cell did not measure falls back to the next in the quadrant's list
+    assert textbook_rule(5000, "medical", available={"scratch", "fine_tune_top"}) == "scratch"
+    assert set(TABLE) == {(s, d) for s in ("small", "large") for d in ("similar", "different")}
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def test_leave_one_dataset_out_beats_the_textbook(study):
+    table = leave_one_dataset_out(*study)
+    cells = table[~table["is_summary"]]
+    assert len(cells) == len(DATASETS) * len(SIZES)
+    assert table["is_summary"].sum() == 1
+    assert (cells["advisor_regret"] >= -1e-12).all() and (cells["textbook_regret"] >= -1e-12).all()
+    s = summary(table)
+    assert s["advisor_regret_points"] < s["textbook_regret_points"]
+    assert s["advisor_regret_points"] <= 1.0 and s["target_met"]
+
+
+def test_leave_one_dataset_out_groups_the_shift_ladder():
+    runs, sims = synthetic()
+    ladder = runs[runs["dataset"] == "nat_a"].copy()
+    ladder["dataset"] = "nat_a@grey"
+    ladder["domain"] = "shifted"
+    ladder["accuracy"] -= 0.05
+    extra = pd.DataFrame([{"dataset": "nat_a@grey", "domain": "shifted", "backbone": b, "image_size": 64,
+                           "frechet_distance": 1.5 * u} for b, u in UNITS.items()])  # fmt: skip
+    table = leave_one_dataset_out(pd.concat([runs, ladder], ignore_index=True), pd.concat([sims, extra]))
+    assert set(table.loc[table["dataset"] == "nat_a@grey", "group"]) == {"nat_a"}
+
+
+# ---------------------------------------------------------------------------------------------------- data loading
+
+
+def test_load_results_from_an_export_folder(export_dir, study):
+    runs, sims = load_results(export_dir)
+    assert len(runs) == len(study[0])
+    assert isinstance(runs["params"].iloc[0], dict) and isinstance(runs["curves"].iloc[0], list)
+    assert set(sims["dataset"]) == set(DATASETS)
+    advisor = Advisor().fit(runs, sims)
+    assert advisor.fitted_on_["source"] == str(export_dir)
+    assert advisor.fitted_on_["checksum"] == Advisor().fit(*study).fitted_on_["checksum"]
+
+
+def test_load_results_errors(tmp_path):
+    with pytest.raises(AdvisorError, match="does not exist"):
+        load_results(tmp_path / "nope")
+    with pytest.raises(AdvisorError, match="no runs.parquet"):
+        load_results(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------- the CLI
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse's own errors (e.g. a non-integer --n-images)
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_recommend(capsys, export_dir):
+    code, out, err = run_cli(capsys, "recommend", "--n-images", "2000", "--domain", "medical",
+                             "--results", str(export_dir))  # fmt: skip
+    assert code == 0, err
+    assert "full_fine_tune" in out.splitlines()[out.splitlines().index("") + 2]  # the first ranked option
+    for part in ("Recipe for", "Evidence", "Trust:", "textbook 2x2 rule"):
+        assert part in out
+    code, out, _ = run_cli(capsys, "recommend", "--n-images", "2000", "--domain", "medical", "--json",
+                           "--results", str(export_dir))  # fmt: skip
+    assert code == 0 and json.loads(out)["options"][0]["strategy"] == "full_fine_tune"
+
+
+def test_cli_fit_rules_evaluate(capsys, export_dir):
+    code, out, _ = run_cli(capsys, "fit", "--results", str(export_dir))
+    assert code == 0 and "fitted on" in out and "datasets (6)" in out
+    code, out, _ = run_cli(capsys, "rules", "--results", str(export_dir))
+    assert code == 0 and "Rules of thumb" in out
+    code, out, _ = run_cli(capsys, "evaluate", "--results", str(export_dir))
+    assert code == 0 and "target (advisor below the textbook and <= 1 point): met" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n-images", "0", "--domain", "natural"], "--n-images must be a positive number"),
+        (["--n-images", "-5", "--domain", "natural"], "--n-images must be a positive number"),
+        (["--n-images", "many", "--domain", "natural"], "invalid int value"),
+        (["--n-images", "100", "--domain", "xray"], "unknown domain 'xray'; known domains: "),
+        (["--n-images", "100"], "--domain is required"),
+        (["--n-images", "100", "--domain", "natural", "--budget", "0"], "--budget must be a positive"),
+    ],
+)
+def test_cli_bad_inputs(capsys, export_dir, argv, message):
+    code, _, err = run_cli(capsys, "recommend", *argv, "--results", str(export_dir))
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_bad_data_dirs(capsys, export_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    not_images = tmp_path / "text"
+    (not_images / "a").mkdir(parents=True)
+    (not_images / "a" / "notes.txt").write_text("hello")
+    cases = ((empty, "is empty"), (not_images, "holds no images"), (tmp_path / "nope", "does not exist"))
+    for folder, message in cases:
+        code, _, err = run_cli(capsys, "recommend", "--n-images", "100", "--domain", "natural",
+                               "--data-dir", str(folder), "--results", str(export_dir))  # fmt: skip
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_no_results(capsys, tmp_path, monkeypatch):
+    import advisor.data as data
+
+    monkeypatch.setattr(data, "REFERENCE_DIR", tmp_path / "reference")
+    monkeypatch.setattr(data, "STUDY_DB", tmp_path / "study.db")
+    for argv in (["fit"], ["rules"], ["recommend", "--n-images", "100", "--domain", "natural"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and "no results to fit on" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli(capsys, "fit", "--results", str(tmp_path / "missing.db"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_python_dash_m_advisor_help():
+    proc = subprocess.run([sys.executable, "-m", "advisor", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0 and "recommend" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------------- real results
+
+
+def test_smoke_store_end_to_end(smoke_store, capsys):
+    """The tiny real smoke grid: too small to advise well, but every command must run and say sane things."""
+    url, _, _ = smoke_store
+    runs, sims = load_results(url)
+    advisor = Advisor().fit(runs, sims)
+    assert advisor.fitted_on_["source"] == url and advisor.fitted_on_["n_rows"] >= 1
+    code, out, err = run_cli(capsys, "recommend", "--n-images", "2000", "--domain", "medical", "--results", url)
+    assert code == 0, err
+    assert "EXTRAPOLATING" in out and "training-set size 2000 is outside the measured range" in out
+    code, out, err = run_cli(capsys, "rules", "--results", url)
+    assert code == 0 and "Rules of thumb" in out, err
+    code, out, err = run_cli(capsys, "evaluate", "--results", url)
+    # the smoke grid covers two datasets: leave-one-out runs (its numbers mean little on 40 images)
+    assert code == 0 and "Leave-one-dataset-out over 2 datasets" in out, err
