@@ -16,6 +16,7 @@ minute on CPU at 96 px.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from study.backbones import BackboneSpec, get_backbone
+from study.errors import StudyError
 from study.features import FeatureEngine
 from study.loaders import LoadedDataset
 from study.sampling import stratified_subset
@@ -33,6 +35,7 @@ SAMPLE = 500
 REFERENCE_DATASETS = ("cats_and_dogs_filtered", "cifar10_subset")
 REFERENCE_PER_DATASET = 250
 SCORE_KEYS = ("frechet_distance", "logme", "knn_accuracy", "linear_probe_accuracy")
+log = logging.getLogger("study.domain")
 
 
 def _cell(ds: LoadedDataset, size: int, idx: np.ndarray) -> CellData:
@@ -85,7 +88,13 @@ def ensure_scores(
     todo = [(d, b) for d in datasets for b in backbones if score_key(b, size) not in known.get(d, {})]
     engine = FeatureEngine(cache_dir)
     for d, b in tqdm(todo, desc="domain similarity", unit="dataset", disable=not progress or not todo):
-        scores = measure(load(d, size), b, size, engine, load)
+        try:
+            scores = measure(load(d, size), b, size, engine, load)
+        except StudyError as exc:  # a dataset that cannot be read fails in its own cells, with its own error
+            log.warning("no similarity scores for %s with %s: %s", d, b, exc)
+            tqdm.write(f"no similarity scores for {d} ({b}): {exc}")
+            continue
         store.put_dataset(d, domain=describe(d).domain, similarity={score_key(b, size): scores})
         known.setdefault(d, {})[score_key(b, size)] = scores
-    return {(d, b): known[d][score_key(b, size)] for d in datasets for b in backbones}
+    return {(d, b): known[d][score_key(b, size)] for d in datasets for b in backbones if score_key(b, size) in
+            known.get(d, {})}  # fmt: skip

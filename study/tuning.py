@@ -104,6 +104,34 @@ def _reporting(trial: Any) -> Iterator[None]:
         EPOCH_HOOK.reset(token)
 
 
+_STORAGES: dict[str, Any] = {}
+
+
+def optuna_storage(url: str | None) -> Any:
+    """Optuna's RDB storage on the results database, created once per process.
+
+    Two sweeps starting together on one PostgreSQL database race to create Optuna's tables (PostgreSQL
+    answers the loser with a unique violation on ``pg_type``); the loser retries and finds them made.
+    """
+    if url is None:
+        return None
+    if url not in _STORAGES:
+        import time
+
+        import optuna
+        import sqlalchemy.exc
+
+        for attempt in range(5):
+            try:
+                _STORAGES[url] = optuna.storages.RDBStorage(url)
+                break
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    return _STORAGES[url]
+
+
 def tune(
     study_name: str,
     strategy: Strategy,
@@ -124,7 +152,7 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=study_name,
-        storage=storage,
+        storage=optuna_storage(storage),
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=base.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),

@@ -96,6 +96,7 @@ def synthetic(**kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
 def write_export(folder: Path, **kwargs) -> Path:
     """The synthetic study as ``python -m study.export`` writes it (JSON columns as strings)."""
     runs, datasets = store_rows(**kwargs)
+    runs["domain"] = None  # as in a real store: the runs table leaves it to the datasets table
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in (("runs", runs), ("datasets", datasets)):
         frame = frame.copy()
@@ -215,8 +216,12 @@ def test_budget_and_backbone_filters(fitted):
 
 
 def test_bad_traits_are_one_line_errors(fitted):
-    for bad, match in (({"n_images": 0}, "positive"), ({"n_images": -5}, "positive"),
-                       ({"n_images": 10, "n_classes": 1}, "n-classes"), ({"n_images": 10, "colour": "x"}, "unknown")):
+    for bad, match in (
+        ({"n_images": 0}, "positive"),
+        ({"n_images": -5}, "positive"),
+        ({"n_images": 10, "n_classes": 1}, "n-classes"),
+        ({"n_images": 10, "colour": "x"}, "unknown"),
+    ):
         with pytest.raises(AdvisorError, match=match):
             fitted.recommend({"domain": "natural", **bad})  # fmt: skip
     with pytest.raises(AdvisorError, match="unknown domain 'xray'; known domains: .*medical.*natural"):
@@ -296,6 +301,13 @@ def test_load_results_from_an_export_folder(export_dir, study):
     assert advisor.fitted_on_["checksum"] == Advisor().fit(*study).fitted_on_["checksum"]
 
 
+def test_domain_comes_from_the_datasets_table_when_runs_lack_it(study):
+    """The store's runs.domain can be empty; the datasets table (or the registry) supplies the label."""
+    runs, sims = study
+    advisor = Advisor().fit(runs.assign(domain=None), sims)
+    assert advisor.domains_ == sorted({d for d, _, _ in DATASETS.values()})
+
+
 def test_load_results_errors(tmp_path):
     with pytest.raises(AdvisorError, match="does not exist"):
         load_results(tmp_path / "nope")
@@ -366,11 +378,35 @@ def test_cli_bad_data_dirs(capsys, export_dir, tmp_path):
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
+def make_folder(root: Path, counts: dict[str, int], size: int = 40) -> Path:
+    """A user's image folder: one sub-folder of small PNGs per class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 255, (size, size + 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_measure_folder_traits_without_tensorflow(tmp_path):
+    from advisor.traits import measure
+
+    folder = make_folder(tmp_path / "xrays", {"normal": 12, "pneumonia": 4})
+    traits = measure(folder, "medical", measure_gap=False)
+    assert traits["n_images"] == 16 and traits["n_classes"] == 2
+    assert traits["imbalance"] == pytest.approx(12 / 16)
+    assert traits["native_size"] == 40 and traits["gap"] is None
+
+
 def test_cli_no_results(capsys, tmp_path, monkeypatch):
     import advisor.data as data
 
     monkeypatch.setattr(data, "REFERENCE_DIR", tmp_path / "reference")
     monkeypatch.setattr(data, "STUDY_DB", tmp_path / "study.db")
+    monkeypatch.chdir(tmp_path)  # nor a results/ folder in the working directory
     for argv in (["fit"], ["rules"], ["recommend", "--n-images", "100", "--domain", "natural"]):
         code, _, err = run_cli(capsys, *argv)
         assert code == 2 and "no results to fit on" in err and len(err.strip().splitlines()) == 1, err
@@ -400,3 +436,17 @@ def test_smoke_store_end_to_end(smoke_store, capsys):
     code, out, err = run_cli(capsys, "evaluate", "--results", url)
     # the smoke grid covers two datasets: leave-one-out runs (its numbers mean little on 40 images)
     assert code == 0 and "Leave-one-dataset-out over 2 datasets" in out, err
+
+
+def test_smoke_store_measures_a_folder(smoke_store, capsys, tmp_path):
+    """--data-dir counts the images and measures the domain gap with the backbone the study used (no training)."""
+    url, _, _ = smoke_store
+    folder = make_folder(tmp_path / "mine", {"a": 10, "b": 10}, size=48)
+    code, out, err = run_cli(capsys, "recommend", "--data-dir", str(folder), "--json", "--results", url)
+    assert code == 0, err
+    assert "no --domain given" in err
+    data = json.loads(out)
+    assert data["measured"]["n_images"] == 20 and data["measured"]["n_classes"] == 2
+    assert data["measured"]["gap"] is not None and data["measured"]["gap"] > 0
+    assert data["traits"]["gap"] == pytest.approx(data["measured"]["gap"])
+    assert any("domain 'other'" in f for f in data["extrapolation"])

@@ -228,10 +228,16 @@ class Page(HTMLParser):
 
 
 def expected_figures(d: data.ReportData) -> int:
-    """How many figures the data supports: one accuracy figure per backbone, the map, and the optional three."""
+    """How many figures the data supports: accuracy per backbone with results, the map, gain, cost, curves."""
     backbones = [b for b in d.summary["backbone"].unique() if b != data.NO_BACKBONE] or [data.NO_BACKBONE]
-    has_curves = d.runs["curves"].map(lambda c: isinstance(c, list) and len(c) > 0).any()
-    return len(backbones) + 1 + int(d.gains["gain"].notna().any()) + 1 + int(has_curves)
+    accuracy = sum(figures.with_shared_baselines(d.summary, b)["accuracy_mean"].notna().any() for b in backbones)
+    return (
+        accuracy
+        + int(not d.best.empty)
+        + int(d.gains["gain"].notna().any())
+        + int(not figures.cost_frame(d.runs, d.summary).empty)
+        + int(d.runs["curves"].map(data.has_curves).any())
+    )
 
 
 def negative_keys(gains: pd.DataFrame) -> set[str]:
@@ -401,7 +407,8 @@ def test_advisor_failure_becomes_a_note(synthetic: dict[str, Any], monkeypatch: 
     assert 'id="advisor-unavailable"' in html and "no rules today" in html
 
 
-def test_frame_input_and_atomic_output(tmp_path: Path) -> None:
+def test_frame_input_and_atomic_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "advisor.model", None)  # the advisor is tested above; keep this test quick
     cells = synthetic_cells()[:40]
     frame = pd.DataFrame([{**c, **{k: v for k, v in r.items() if k != "metrics"}, "metrics": r["metrics"],
                            "status": "complete", "cell_key": f"k{i}"} for i, (c, r) in enumerate(cells)])  # fmt: skip
@@ -517,6 +524,7 @@ def open_in_browser(report: Path, screenshot: Path | None) -> dict[str, Any]:
                 "img", "els => els.map(e => e.getBoundingClientRect().right <= window.innerWidth + 1)"
             )
             if screenshot is not None:
+                page.evaluate("window.scrollTo(0, 0)")
                 page.screenshot(path=str(screenshot.with_name(screenshot.stem + "-phone.png")))
         finally:
             browser.close()
