@@ -49,8 +49,11 @@ class Cell:
 
     def store_fields(self) -> dict[str, Any]:
         """The cell as the store's key columns."""
+        from study.data import describe
+
         d = asdict(self)
         d.pop("retries")
+        d["domain"] = describe(self.dataset).domain
         d["epochs_budget"] = d.pop("epochs")
         d["trials_budget"] = d.pop("trials")
         return d

@@ -1,0 +1,245 @@
+"""``advisor``: which transfer strategy and backbone for N images from domain D, answered from the study's results.
+
+Sub-commands (each takes ``--results SOURCE``: a store URL, a ``.db`` file or an export folder; default: the
+committed reference study ``results/reference/``, else ``results/study.db``)::
+
+    advisor fit                                  fit and say what the advisor was fitted on
+    advisor recommend --n-images 2000 --domain medical [--n-classes K] [--image-size S] [--backbone B]
+                      [--budget MINUTES] [--data-dir PATH] [--json]
+    advisor rules                                the advice as a few rules of thumb
+    advisor evaluate [--json]                    leave-one-dataset-out regret vs the textbook 2x2 rule
+
+The advisor is fitted from the tables at every call (about a second; nothing pickled is shipped).
+``--domain`` is required unless ``--data-dir`` is given: then the measured domain gap carries the information and
+the domain defaults to ``other`` (with a note). Errors are one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from advisor.data import OTHER, AdvisorError
+from study.errors import StudyError
+
+TOP_SHOWN = 6
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--results", metavar="SOURCE", help="results store URL, .db file or export folder "
+                        "(default: results/reference/, else results/study.db)")  # fmt: skip
+    p = _Parser(prog="advisor", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    sub.add_parser("fit", parents=[common], help="fit and print what the advisor was fitted on")
+    rec = sub.add_parser("recommend", parents=[common], help="ranked strategies and backbones for a dataset")
+    rec.add_argument("--n-images", type=int, help="labelled training images you have")
+    rec.add_argument("--domain", help="domain label, e.g. natural, medical, digits, satellite (or other)")
+    rec.add_argument("--n-classes", type=int, help="number of classes")
+    rec.add_argument("--image-size", type=int, help="network input size in pixels (default: the study's)")
+    rec.add_argument("--backbone", help="only this backbone (and backbone-free strategies)")
+    rec.add_argument("--budget", type=float, metavar="MINUTES", help="training budget in minutes (study machine)")
+    rec.add_argument("--data-dir", help="measure the traits from this image folder (one sub-folder per class)")
+    rec.add_argument("--json", action="store_true", help="print the full recommendation as JSON")
+    sub.add_parser("rules", parents=[common], help="the fitted advice as a short rule list")
+    ev = sub.add_parser("evaluate", parents=[common], help="leave-one-dataset-out regret vs the textbook rule")
+    ev.add_argument("--json", action="store_true", help="print the table as JSON records")
+    # "train" and "predict" (a later issue) will join here as sub-commands.
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``advisor`` script; a bad input is one line on stderr and exit status 2."""
+    args = _parser().parse_args(argv)
+    try:
+        return {"fit": _fit, "recommend": _recommend, "rules": _rules, "evaluate": _evaluate}[args.command](args)
+    except StudyError as error:  # AdvisorError included
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _load_and_fit(source: str | None) -> tuple[Any, Any, Any, float]:
+    from advisor.data import load_results
+    from advisor.model import Advisor
+
+    runs, similarity = load_results(source)
+    t0 = time.perf_counter()
+    advisor = Advisor().fit(runs, similarity)
+    return advisor, runs, similarity, time.perf_counter() - t0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    advisor, runs, _, seconds = _load_and_fit(args.results)
+    f = advisor.fitted_on_
+    r = advisor.runs_
+    print(f"fitted on {f['source']}: {f['n_rows']} runs ({f['n_excluded_degenerate']} degenerate excluded), "
+          f"checksum {f['checksum']}, in {seconds:.1f} s")  # fmt: skip
+    print(f"datasets ({len(f['datasets'])}): {', '.join(f['datasets'])}")
+    print(f"domains: {', '.join(advisor.domains_)}")
+    lo, hi = advisor.ranges_["n_images"]
+    sizes = ", ".join(str(s) for s in sorted(r["image_size"].unique()))
+    print(f"training-set sizes {lo:g}-{hi:g}; image sizes {sizes} px")
+    print(f"strategies: {', '.join(advisor.strategies_)}; backbones: {', '.join(advisor.backbones_)}")
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from advisor.model import Traits
+
+    if args.n_images is None and not args.data_dir:
+        raise AdvisorError("--n-images is required (or --data-dir to count the images)")
+    if args.n_images is not None and args.n_images <= 0:
+        raise AdvisorError(f"--n-images must be a positive number of labelled images, got {args.n_images}")
+    if args.domain is None and not args.data_dir:
+        raise AdvisorError("--domain is required (e.g. natural, medical, digits, satellite, other) unless --data-dir "
+                           "is given")  # fmt: skip
+    domain = args.domain or OTHER
+    folder = None
+    if args.data_dir:
+        from advisor.traits import check_folder
+
+        folder = check_folder(args.data_dir)
+    # validate the numbers before anything slow happens
+    Traits(n_images=args.n_images or 1, domain=domain, n_classes=args.n_classes, image_size=args.image_size,
+           budget_minutes=args.budget)  # fmt: skip
+    advisor, *_ = _load_and_fit(args.results)
+    advisor._check_domain(domain)
+    values: dict[str, Any] = {"domain": domain, "n_classes": args.n_classes, "image_size": args.image_size,
+                              "backbone": args.backbone, "budget_minutes": args.budget}  # fmt: skip
+    measured: dict[str, Any] = {}
+    if folder is not None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for this CLI
+        from advisor.traits import measure
+
+        if args.domain is None:
+            print("note: no --domain given: the advice rests on the measured domain gap", file=sys.stderr)
+        measured = measure(folder, domain, gap_scales=advisor.gap_scales_, image_size=args.image_size,
+                           warn=lambda m: print(f"warning: {m}", file=sys.stderr))  # fmt: skip
+        values.update(n_images=measured["n_images"], gap=measured["gap"], imbalance=measured["imbalance"])
+        if args.n_classes is None:
+            values["n_classes"] = measured["n_classes"]
+    if args.n_images is not None:
+        values["n_images"] = args.n_images
+    rec = advisor.recommend(Traits(**values))
+    if args.json:
+        out = rec.to_dict()
+        if measured:
+            out["measured"] = measured
+        print(json.dumps(out, indent=2))
+        return 0
+    print(format_recommendation(rec, measured))
+    return 0
+
+
+def format_recommendation(rec: Any, measured: dict[str, Any] | None = None) -> str:
+    """The recommendation as the text ``advisor recommend`` prints."""
+    t = rec.traits
+    lines = [f"Advice for {t['n_images']} training images, domain {t['domain']}: {t['n_classes']} classes, "
+             f"{t['image_size']} px, domain gap {t['gap']:.2f}."]  # fmt: skip
+    if measured:
+        lines.append(f"  measured from the folder: {measured['n_images']} images, {measured['n_classes']} classes, "
+                     f"largest class {measured['imbalance']:.0%}, native size ~{measured['native_size']} px"
+                     + (f", gap {measured['gap']:.2f}" if measured.get("gap") is not None else ""))  # fmt: skip
+    for a in rec.assumed:
+        lines.append(f"  assumed: {a}")
+    f = rec.fitted_on
+    lines.append(f"  fitted on {f['n_rows']} runs of {len(f['datasets'])} datasets from {f['source']} "
+                 f"(checksum {f['checksum']})")  # fmt: skip
+    lines.append("")
+    lines.append(f" #  {'strategy':<19}{'backbone':<15}{'expected accuracy':<28}training cost")
+    for o in rec.options[:TOP_SHOWN]:
+        acc = f"{o.accuracy:.3f} ({rec.interval:.0%}: {o.low:.3f}-{o.high:.3f})"
+        cost = f"{o.cost_minutes:.1f} min" + ("" if o.within_budget else " (over budget)")
+        lines.append(f"{o.rank:>2}  {o.strategy:<19}{o.backbone:<15}{acc:<28}{cost}")
+    if len(rec.options) > TOP_SHOWN:
+        lines.append(f"    ... {len(rec.options) - TOP_SHOWN} more (--json lists all)")
+    best = rec.best
+    r = best.recipe
+    lines += ["", f"Recipe for {best.strategy} / {best.backbone} (best runs of the {r.get('from_cells', 0)} nearest "
+              "measured cells):"]  # fmt: skip
+    if r.get("freeze"):
+        lines.append(f"  freeze: {r['freeze']}")
+    hp = [f"{k} {r[k]:g}" for k in ("lr_head", "lr_finetune", "dropout", "weight_decay", "linear_c", "top_k") if k in r]
+    if hp:
+        lines.append(f"  hyper-parameters that worked: {', '.join(hp)}")
+    if r.get("epochs"):
+        lines.append("  epochs run (early stopping): " + ", ".join(f"{p} {n}" for p, n in r["epochs"].items()))
+    if r.get("strategy_recipe"):
+        lines.append(f"  {r['strategy_recipe']}")
+    lines += ["", "Evidence: nearest measured cells (seed mean, 95 % interval):"]
+    for o in rec.options[:3]:
+        for e in o.evidence[:3]:
+            lines.append(
+                f"  {e.dataset} ({e.domain}) n={e.n_images} {e.strategy}/{e.backbone}: {e.accuracy:.3f} "
+                f"[{e.ci_low:.3f}, {e.ci_high:.3f}], {e.n_seeds} seeds, distance {e.distance:.2f}"
+            )
+    lines.append("")
+    if rec.extrapolation:
+        lines.append("EXTRAPOLATING:")
+        lines += [f"  - {x}" for x in rec.extrapolation]
+    else:
+        lines.append("Within the study's measured range.")
+    lines.append(f"Trust: {rec.trust}" + (f" ({'; '.join(rec.trust_reasons)})" if rec.trust_reasons else ""))
+    lines.append(f"The textbook 2x2 rule would say: {rec.textbook}.")
+    return "\n".join(lines)
+
+
+def _rules(args: argparse.Namespace) -> int:
+    advisor, *_ = _load_and_fit(args.results)
+    print(advisor.rules_text())
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from advisor.data import load_results
+    from advisor.evaluate import leave_one_dataset_out, summary
+
+    runs, similarity = load_results(args.results)
+    table = leave_one_dataset_out(runs, similarity)
+    s = summary(table)
+    if args.json:
+        print(json.dumps({"summary": s, "cells": json.loads(table.to_json(orient="records"))}, indent=2))
+        return 0
+    print(format_evaluation(table, s))
+    return 0
+
+
+def format_evaluation(table: Any, s: dict[str, Any]) -> str:
+    """The leave-one-dataset-out table and its headline, as ``advisor evaluate`` prints them."""
+    lines = [f"Leave-one-dataset-out over {s['datasets']} datasets, {s['cells']} cells (regret in accuracy points)",
+             "", "| dataset | n | best measured | acc | advisor | regret | textbook | regret |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in table[~table["is_summary"].astype(bool)].itertuples(index=False):
+        lines.append(f"| {r.dataset} | {r.n_images} | {r.best_strategy}/{r.best_backbone} | {r.best_accuracy:.3f} | "
+                     f"{r.advisor_strategy}/{r.advisor_backbone} | {100 * r.advisor_regret:.1f} | "
+                     f"{r.textbook_strategy}/{r.textbook_backbone} | {100 * r.textbook_regret:.1f} |")  # fmt: skip
+    verdict = "met" if s["target_met"] else "NOT met"
+    like = "met" if s["target_met_strategies"] else "NOT met"
+    lines += [
+        "",
+        f"advisor:  mean regret {s['advisor_regret_points']:.2f} points (max {s['advisor_max_regret_points']:.1f}), "
+        f"top-1 strategy agreement {s['advisor_agreement']:.0%}; its strategies on their best backbone: "
+        f"{s['advisor_strategy_regret_points']:.2f} points",
+        f"textbook: mean regret {s['textbook_regret_points']:.2f} points (its strategy on its best backbone), "
+        f"top-1 strategy agreement {s['textbook_agreement']:.0%}",
+        f"target (advisor below the textbook and <= 1 point): {verdict}; like for like (strategies on their best "
+        f"backbone): {like}",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,735 @@
+"""The advisor: expected accuracy and cost of every (strategy, backbone) for a dataset's traits, from the study.
+
+Model (kept small enough to explain in three lines, and chosen by leave-one-dataset-out regret):
+
+- a measured cell is a (dataset, n_images, image_size); its **level** is the mean accuracy of the options measured
+  in it, and each run's **advantage** is its accuracy minus that level. Ranking needs the advantage alone, so how
+  hard a dataset is (MNIST near 0.98, RetinaMNIST near 0.5), which dominates raw accuracy, cannot swamp it;
+- an option's expected advantage for a query is a **Gaussian-kernel average of its advantage in the measured
+  cells**, weighted by their trait distance to the query (``DISTANCE_WEIGHTS``: one doubling of the training-set
+  size or of the domain gap = 1, another domain or a doubling of classes or pixels = 0.5; ``bandwidth`` 1), shrunk
+  towards an average option when no measured cell is near. The cells that carry the weight are the **evidence**
+  shown to the user, and the recipe is read from their best runs;
+- random forests (scikit-learn, fixed ``random_state``) on the traits (log2 n, log2 classes, relative gap, image
+  size, imbalance, domain one-hot) predict the level (for the accuracy shown; it does not change the ranking) and
+  the log training cost (with strategy and backbone one-hot);
+- expected accuracy = level + advantage; the interval adds the kernel's weighted spread, the level forest's tree
+  spread and the seed-to-seed variance of one run;
+- ``rules_`` is a depth-``rules_depth`` decision tree over (size, gap) distilled from the advisor's own picks on the
+  study's datasets x sizes: the rule of thumb to remember, with its fidelity to the advisor.
+
+Why kernel pooling: on the quick study (422 runs, 6 base datasets + 5 shift-ladder levels, 31 held-out cells) its
+leave-one-dataset-out mean regret was 1.34 accuracy points (65 % top-1 agreement) against 1.60 for a random forest
+per option, 2.01 for one forest over all runs with strategy and backbone one-hot, and 3.33 (35 %) for the textbook
+2x2 rule; it is also monotone in size by construction where the evidence is, fast, and its evidence is its
+explanation. The weights and bandwidth are round defaults, not tuned on that comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils.validation import check_is_fitted
+
+from advisor.data import OTHER, SHIFTED, AdvisorError, as_json, describe_source, gap_scales, prepare, rows_checksum
+from advisor.textbook import textbook_rule
+
+FREEZE_LEVEL: dict[str, int] = {
+    "linear_probe": 3,
+    "feature_extraction": 3,
+    "fine_tune_top": 2,
+    "full_fine_tune": 1,
+    "scratch": 0,
+    "scratch_small": 0,
+}
+"""How much of the pretrained network a strategy keeps frozen (3 = all of it, 0 = nothing pretrained)."""
+
+FREEZE_TEXT: dict[str, str] = {
+    "linear_probe": "freeze the whole backbone; fit a logistic regression on its pooled features",
+    "feature_extraction": "freeze the whole backbone; train only the new head",
+    "fine_tune_top": "freeze all but the top {top_k} blocks (BatchNorm always frozen); head first, then those blocks",
+    "full_fine_tune": "head first, then unfreeze every layer except BatchNorm",
+    "scratch": "nothing pretrained: train the backbone's architecture from random initialisation",
+    "scratch_small": "nothing pretrained: train the small 4-block CNN from random initialisation",
+}
+
+DISTANCE_WEIGHTS: dict[str, float] = {"log2_n": 1.0, "log2_gap": 1.0, "log2_classes": 0.5, "log2_size": 0.5,
+                                      "domain": 0.5}  # fmt: skip
+"""Evidence distance: one doubling of the training-set size (or of the domain gap) costs 1; another domain 0.5."""
+
+CLOSE_CALL = 0.01
+"""Expected accuracies closer than this are a toss-up at the study's noise level (seeds x 500 test images)."""
+
+NUMERIC = ("log2_n", "log2_classes", "gap", "image_size", "imbalance")
+RECIPE_PARAMS = ("lr_head", "lr_finetune", "dropout", "weight_decay", "top_k", "linear_c")
+_PARAMS_USED = {
+    "linear_probe": ("linear_c",),
+    "feature_extraction": ("lr_head", "dropout", "weight_decay"),
+    "fine_tune_top": ("lr_head", "lr_finetune", "dropout", "weight_decay", "top_k"),
+    "full_fine_tune": ("lr_head", "lr_finetune", "dropout", "weight_decay"),
+    "scratch": ("lr_head", "dropout", "weight_decay"),
+    "scratch_small": ("lr_head", "dropout", "weight_decay"),
+}
+NO_BACKBONE = "none"
+
+
+# ---------------------------------------------------------------------------------------------------- plain data
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What the advisor knows about a user's dataset; ``None`` = unknown (the study's typical value is assumed).
+
+    ``gap`` is the relative domain gap (``advisor.data``: 1 ≈ as far from ImageNet as the study's natural photos),
+    e.g. measured by ``advisor.traits.measure``; ``imbalance`` is the share of the largest class.
+    """
+
+    n_images: int
+    domain: str = OTHER
+    n_classes: int | None = None
+    image_size: int | None = None
+    gap: float | None = None
+    imbalance: float | None = None
+    backbone: str | None = None
+    budget_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        n = self.n_images
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
+            raise AdvisorError(f"--n-images must be a positive number of labelled images, got {n!r}")
+        if self.n_classes is not None and (not isinstance(self.n_classes, int | np.integer) or self.n_classes < 2):
+            raise AdvisorError(f"--n-classes must be an integer of at least 2, got {self.n_classes!r}")
+        if self.image_size is not None and (not isinstance(self.image_size, int | np.integer) or self.image_size < 8):
+            raise AdvisorError(f"--image-size must be an integer of at least 8 pixels, got {self.image_size!r}")
+        if self.budget_minutes is not None and not self.budget_minutes > 0:
+            raise AdvisorError(f"--budget must be a positive number of minutes, got {self.budget_minutes!r}")
+        if self.gap is not None and not (self.gap >= 0 and math.isfinite(self.gap)):
+            raise AdvisorError(f"the domain gap must be a finite number >= 0, got {self.gap!r}")
+        if self.imbalance is not None and not 0 < self.imbalance <= 1:
+            raise AdvisorError(f"the class imbalance (largest class share) must be in (0, 1], got {self.imbalance!r}")
+        if not isinstance(self.domain, str) or not self.domain.strip():
+            raise AdvisorError(f"--domain must be a non-empty label, got {self.domain!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Traits:
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(values) - known)
+        if extra:
+            raise AdvisorError(f"unknown traits {extra}; known traits: {sorted(known)}")
+        if "n_images" not in values:
+            raise AdvisorError("traits need n_images (the number of labelled training images)")
+        return cls(**values)
+
+
+@dataclass
+class Evidence:
+    """A measured cell near the query: what the study saw, with its 95 % interval over seeds and test images."""
+
+    dataset: str
+    domain: str
+    n_images: int
+    image_size: int
+    strategy: str
+    backbone: str
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    n_seeds: int
+    distance: float
+
+
+@dataclass
+class Option:
+    """One (strategy, backbone) with its expected accuracy, interval, cost and recipe."""
+
+    rank: int
+    strategy: str
+    backbone: str
+    accuracy: float
+    low: float
+    high: float
+    cost_minutes: float
+    within_budget: bool
+    measured_nearby: bool
+    recipe: dict[str, Any] = field(default_factory=dict)
+    evidence: list[Evidence] = field(default_factory=list)
+
+
+@dataclass
+class Recommendation:
+    """Ranked options for one query, what was assumed, where the advisor extrapolates and how far to trust it."""
+
+    traits: dict[str, Any]
+    assumed: list[str]
+    options: list[Option]
+    extrapolation: list[str]
+    trust: str
+    trust_reasons: list[str]
+    textbook: str
+    interval: float
+    fitted_on: dict[str, Any]
+
+    @property
+    def best(self) -> Option:
+        return self.options[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (for ``--json``)."""
+        return as_json(asdict(self))
+
+
+# ---------------------------------------------------------------------------------------------------- the estimator
+
+
+class Advisor(BaseEstimator):
+    """Which transfer strategy and backbone to use for a dataset, learned from the study's measured results.
+
+    Parameters
+    ----------
+    bandwidth : float
+        Width of the evidence kernel in trait-distance units (``DISTANCE_WEIGHTS``): larger pools more cells.
+    n_estimators : int
+        Trees of the level and cost forests.
+    min_samples_leaf : int
+        Smallest leaf of the cost forest.
+    interval : float
+        Coverage of the reported accuracy interval (0.8 = 10th to 90th percentile).
+    n_evidence : int
+        Nearest measured cells reported (and read for the recipe) per option.
+    rules_depth : int
+        Depth of the distilled rule-of-thumb tree (``rules_text``).
+    use_domain : bool
+        Whether the level and cost forests see the domain label (the evidence distance always does).
+    random_state : int
+        Seed of every forest and tree: the same results give the same advisor.
+
+    Attributes
+    ----------
+    model_ : object
+        The kernel evidence pooling of each option's advantage (``cells`` per option, ``bandwidth``).
+    level_model_, cost_model_ : RandomForestRegressor
+        Cell-level accuracy and log training cost (minutes) from the traits.
+    rules_ : list of dict
+        The distilled rules (conditions, strategy, backbone, support); ``rules_fidelity_`` their agreement.
+    fitted_on_ : dict
+        ``source``, ``n_rows``, ``n_excluded_degenerate``, ``datasets``, ``checksum`` of the runs it learned from.
+    domains_ : list of str
+        Domain labels seen in the results.
+    ranges_ : dict
+        Measured (min, max) of every numeric trait, for the extrapolation checks.
+    gap_scales_ : dict
+        Per (backbone, image size): the Fréchet distance that is one unit of relative gap (``advisor.data``).
+
+    Examples
+    --------
+    >>> from advisor import Advisor, load_results
+    >>> runs, similarity = load_results()                       # doctest: +SKIP
+    >>> advisor = Advisor().fit(runs, similarity)               # doctest: +SKIP
+    >>> advisor.recommend({"n_images": 2000, "domain": "medical"}).best.strategy  # doctest: +SKIP
+    'fine_tune_top'
+    """
+
+    def __init__(
+        self,
+        bandwidth: float = 1.0,
+        n_estimators: int = 100,
+        min_samples_leaf: int = 3,
+        interval: float = 0.8,
+        n_evidence: int = 4,
+        rules_depth: int = 3,
+        use_domain: bool = True,
+        random_state: int = 0,
+    ) -> None:
+        self.bandwidth = bandwidth
+        self.n_estimators = n_estimators
+        self.min_samples_leaf = min_samples_leaf
+        self.interval = interval
+        self.n_evidence = n_evidence
+        self.rules_depth = rules_depth
+        self.use_domain = use_domain
+        self.random_state = random_state
+
+    # -- fitting -----------------------------------------------------------------------------------------------
+
+    def fit(self, runs: pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame], similarity: pd.DataFrame | None = None
+            ) -> Advisor:  # fmt: skip
+        """Learn from a results frame (``advisor.data.load_results``; its tuple is accepted as is).
+
+        Degenerate runs are left out (``study.stats.mark_degenerate``): their accuracy says nothing comparable.
+        """
+        if isinstance(runs, tuple) and similarity is None:
+            runs, similarity = runs
+        if not 0 < self.interval < 1:
+            raise AdvisorError(f"interval must be in (0, 1), got {self.interval!r}")
+        if not self.bandwidth > 0:
+            raise AdvisorError(f"bandwidth must be positive, got {self.bandwidth!r}")
+        if not isinstance(runs, pd.DataFrame) or runs.empty:
+            raise AdvisorError("no results to fit on: the results table is empty")
+        frame = prepare(runs, similarity)
+        self.gap_scales_ = gap_scales(similarity)
+        self._impute_setup(frame)
+        frame = self._with_features(frame)
+        keys = ["dataset", "n_images", "image_size"]
+        option_means = frame.groupby([*keys, "strategy", "backbone"])["accuracy"].transform("mean")
+        frame["option_mean"] = option_means
+        levels = frame.drop_duplicates([*keys, "strategy", "backbone"]).groupby(keys)["option_mean"].mean()
+        frame = frame.join(levels.rename("level"), on=keys)
+        frame["advantage"] = frame["accuracy"] - frame["level"]
+        self.options_ = sorted({(s, b) for s, b in zip(frame["strategy"], frame["backbone"], strict=True)})
+        self.strategies_ = sorted({s for s, _ in self.options_})
+        self.backbones_ = sorted({b for _, b in self.options_})
+        self.domains_ = sorted(frame["domain"].unique())
+        cells = frame.drop_duplicates(keys)
+        rs = self.random_state
+        self.level_model_ = RandomForestRegressor(self.n_estimators, min_samples_leaf=1, random_state=rs)
+        self.level_model_.fit(self._trait_matrix(cells), cells["level"].to_numpy())
+        self.runs_ = frame
+        self.model_ = _KernelPooling(self.bandwidth).fit(frame, self.options_)
+        x = self._option_matrix(frame)
+        self.cost_model_ = RandomForestRegressor(self.n_estimators, min_samples_leaf=self.min_samples_leaf,
+                                                 random_state=rs)  # fmt: skip
+        self.cost_model_.fit(x, np.log(frame["cost_minutes"].clip(lower=1e-3)).to_numpy())
+        self.ranges_ = {
+            name: (float(frame[name].min()), float(frame[name].max()))
+            for name in ("n_images", "n_classes", "image_size", "gap", "imbalance")
+            if frame[name].notna().any()
+        }
+        self.fitted_on_ = {
+            "source": describe_source(runs),
+            "n_rows": int(len(frame)),
+            "n_excluded_degenerate": int(len(runs.dropna(subset=["accuracy"])) - len(frame)),
+            "datasets": sorted(frame["dataset"].unique()),
+            "checksum": rows_checksum(frame),
+        }
+        self.rules_, self.rules_fidelity_ = self._distil_rules()
+        return self
+
+    def _impute_setup(self, frame: pd.DataFrame) -> None:
+        """Typical values for unknown traits, learned from the study (per domain for the gap)."""
+        per_dataset = frame.drop_duplicates(["dataset", "image_size"])
+        gaps = per_dataset.dropna(subset=["gap"])
+        self.domain_gap_ = {str(d): float(g["gap"].median()) for d, g in gaps.groupby("domain")}
+        far = gaps[gaps["domain"] != "natural"]["gap"]
+        self.default_gap_ = float(far.median()) if len(far) else (float(gaps["gap"].median()) if len(gaps) else 1.0)
+        classes = per_dataset["n_classes"].dropna()
+        self.default_classes_ = int(round(float(classes.median()))) if len(classes) else 2
+        self.default_size_ = int(frame["image_size"].mode().iloc[0])
+
+    def _filled(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame.copy()
+        out["n_classes"] = out["n_classes"].fillna(self.default_classes_)
+        by_domain = out["domain"].map(self.domain_gap_).astype(float)
+        out["gap"] = out["gap"].fillna(by_domain).fillna(self.default_gap_)
+        out["imbalance"] = out["imbalance"].fillna(1.0 / out["n_classes"])
+        return out
+
+    def _with_features(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = self._filled(frame)
+        out["log2_n"] = np.log2(out["n_images"].astype(float))
+        out["log2_classes"] = np.log2(out["n_classes"].astype(float))
+        return out
+
+    def _trait_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        cols = [frame[c].astype(float).to_numpy() for c in NUMERIC]
+        if self.use_domain:
+            cols += [(frame["domain"] == d).to_numpy(dtype=float) for d in self.domains_]
+        return np.column_stack(cols)
+
+    def _option_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        traits = self._trait_matrix(frame)
+        strategies = [(frame["strategy"] == s).to_numpy(dtype=float) for s in self.strategies_]
+        backbones = [(frame["backbone"] == b).to_numpy(dtype=float) for b in self.backbones_]
+        return np.column_stack([traits, *strategies, *backbones])
+
+    # -- predicting --------------------------------------------------------------------------------------------
+
+    def _query(self, traits: Traits | dict[str, Any]) -> tuple[Traits, pd.DataFrame, list[str]]:
+        """The query as a one-row trait frame, with the traits that had to be assumed."""
+        t = traits if isinstance(traits, Traits) else Traits.from_dict(dict(traits))
+        self._check_domain(t.domain)
+        assumed = []
+        gap = t.gap
+        if gap is None:
+            gap = self.domain_gap_.get(t.domain, self.default_gap_)
+            typical = "its domain's" if t.domain in self.domain_gap_ else "the study's non-natural"
+            where = f"{typical} typical gap"
+            assumed.append(f"domain gap {gap:.2f} ({where}; measure it with --data-dir)")
+        n_classes = t.n_classes
+        if n_classes is None:
+            n_classes = self.default_classes_
+            assumed.append(f"{n_classes} classes (the study's median; pass --n-classes)")
+        size = t.image_size
+        if size is None:
+            size = self.default_size_
+            assumed.append(f"image size {size} px (the study's; pass --image-size)")
+        imbalance = t.imbalance if t.imbalance is not None else 1.0 / n_classes
+        row = {"n_images": int(t.n_images), "domain": t.domain, "n_classes": int(n_classes), "image_size": int(size),
+               "gap": float(gap), "imbalance": float(imbalance)}  # fmt: skip
+        return t, self._with_features(pd.DataFrame([row])), assumed
+
+    def _check_domain(self, domain: str) -> None:
+        from study.datasets import known_domains
+
+        known = sorted({*known_domains(), *self.domains_, SHIFTED, OTHER})
+        if domain not in known:
+            raise AdvisorError(f"unknown domain {domain!r}; known domains: {', '.join(known)}")
+
+    def predict_table(self, traits: Traits | dict[str, Any]) -> pd.DataFrame:
+        """Every (strategy, backbone) with expected accuracy, interval and cost, best first (no budget applied)."""
+        check_is_fitted(self)
+        t, query, _ = self._query(traits)
+        return self._predict(query, self._options_for(t.backbone)).drop(columns="query")
+
+    def _options_for(self, backbone: str | None) -> list[tuple[str, str]]:
+        if backbone is None:
+            return list(self.options_)
+        if backbone not in self.backbones_ or backbone == NO_BACKBONE:
+            known = [b for b in self.backbones_ if b != NO_BACKBONE]
+            raise AdvisorError(
+                f"backbone {backbone!r} is not in the study's results; known backbones: {', '.join(known)}"
+            )
+        return [(s, b) for s, b in self.options_ if b in (backbone, NO_BACKBONE)]
+
+    def _predict(self, queries: pd.DataFrame, options: list[tuple[str, str]]) -> pd.DataFrame:
+        """Per query (column ``query``, 0..n-1) and option: expected accuracy, interval, cost; best first per query.
+
+        One batched pass over the trees (the rule distillation predicts hundreds of queries at once).
+        """
+        from scipy.stats import norm
+
+        queries = queries.reset_index(drop=True)
+        nq, no = len(queries), len(options)
+        table = queries.loc[queries.index.repeat(no)].reset_index(drop=True)
+        table["query"] = np.repeat(np.arange(nq), no)
+        table["strategy"] = [s for s, _ in options] * nq
+        table["backbone"] = [b for _, b in options] * nq
+        x = self._option_matrix(table)
+        adv_mean, adv_var = self.model_.predict(queries, options)
+        traits = self._trait_matrix(queries)
+        level = np.stack([tree.predict(traits) for tree in self.level_model_.estimators_])
+        mean = adv_mean.reshape(-1) + np.repeat(level.mean(axis=0), no)
+        sd = np.sqrt(adv_var.reshape(-1) + np.repeat(level.var(axis=0), no))
+        z = float(norm.ppf(0.5 + self.interval / 2))
+        out = table[["query", "strategy", "backbone"]].copy()
+        out["accuracy"] = np.clip(mean, 0.0, 1.0)
+        out["low"] = np.clip(mean - z * sd, 0.0, 1.0)
+        out["high"] = np.clip(mean + z * sd, 0.0, 1.0)
+        out["cost_minutes"] = np.exp(self.cost_model_.predict(x))
+        out["freeze_level"] = out["strategy"].map(FREEZE_LEVEL).fillna(-1)
+        # ties (equal expected accuracy) go to the cheaper option, then to the more frozen one
+        order = ["query", "accuracy", "cost_minutes", "freeze_level"]
+        out = out.sort_values(order, ascending=[True, False, True, False], kind="stable").reset_index(drop=True)
+        return out.drop(columns="freeze_level")
+
+    def recommend(self, traits: Traits | dict[str, Any]) -> Recommendation:
+        """Ranked options for ``traits`` with intervals, costs, recipes, evidence and an honest trust level."""
+        check_is_fitted(self)
+        t, query, assumed = self._query(traits)
+        table = self._predict(query, self._options_for(t.backbone)).drop(columns="query")
+        budget = t.budget_minutes
+        table["within_budget"] = True if budget is None else table["cost_minutes"] <= budget
+        table = table.sort_values("within_budget", ascending=False, kind="stable").reset_index(drop=True)
+        q = query.iloc[0]
+        options = []
+        for rank, row in enumerate(table.itertuples(index=False), start=1):
+            evidence, rows = self._evidence(q, row.strategy, row.backbone)
+            options.append(
+                Option(
+                    rank=rank,
+                    strategy=row.strategy,
+                    backbone=row.backbone,
+                    accuracy=float(row.accuracy),
+                    low=float(row.low),
+                    high=float(row.high),
+                    cost_minutes=float(row.cost_minutes),
+                    within_budget=bool(row.within_budget),
+                    measured_nearby=bool(evidence) and evidence[0].distance <= 1.0,
+                    recipe=self._recipe(row.strategy, rows),
+                    evidence=evidence,
+                )  # fmt: skip
+            )
+        flags = self._extrapolation(t, q)
+        trust, reasons = self._trust(flags, assumed, options)
+        used = {k: as_json(q[k]) for k in ("n_images", "domain", "n_classes", "image_size", "gap", "imbalance")}
+        used.update(backbone=t.backbone, budget_minutes=t.budget_minutes)
+        return Recommendation(
+            traits=used, assumed=assumed, options=options, extrapolation=flags, trust=trust, trust_reasons=reasons,
+            textbook=textbook_rule(int(q["n_images"]), str(q["domain"]), float(q["gap"])), interval=self.interval,
+            fitted_on=dict(self.fitted_on_),
+        )  # fmt: skip
+
+    # -- evidence, recipes, trust --------------------------------------------------------------------------------
+
+    def _distances(self, q: pd.Series, cells: pd.DataFrame) -> np.ndarray:
+        return distance_matrix(q.to_frame().T, cells)[0]
+
+    def _evidence(self, q: pd.Series, strategy: str, backbone: str) -> tuple[list[Evidence], pd.DataFrame]:
+        from study.stats import summarise
+
+        runs = self.runs_[(self.runs_["strategy"] == strategy) & (self.runs_["backbone"] == backbone)]
+        keys = ["dataset", "n_images", "image_size"]
+        cells = runs.drop_duplicates(keys).copy()
+        cells["distance"] = self._distances(q, cells)
+        near = cells.nsmallest(self.n_evidence, "distance")
+        rows = runs.merge(near[[*keys, "distance"]], on=keys)
+        summary = summarise(rows, n_boot=500) if len(rows) else pd.DataFrame()
+        out = []
+        for cell in near.itertuples(index=False):
+            same = (summary["dataset"] == cell.dataset) & (summary["n_images"] == cell.n_images)
+            s = summary[same & (summary["image_size"] == cell.image_size)].iloc[0]
+            out.append(Evidence(dataset=cell.dataset, domain=cell.domain, n_images=int(cell.n_images),
+                                image_size=int(cell.image_size), strategy=strategy, backbone=backbone,
+                                accuracy=float(s["accuracy_mean"]), ci_low=float(s["accuracy_ci_low"]),
+                                ci_high=float(s["accuracy_ci_high"]), n_seeds=int(s["n_seeds"]),
+                                distance=round(float(cell.distance), 3)))  # fmt: skip
+        return out, rows
+
+    def _recipe(self, strategy: str, rows: pd.DataFrame) -> dict[str, Any]:
+        """What worked in the nearest measured cells: the best run per cell, median hyper-parameters and epochs."""
+        recipe: dict[str, Any] = {"strategy_recipe": _strategy_recipe(strategy)}
+        best = rows.loc[rows.groupby(["dataset", "n_images", "image_size"])["accuracy"].idxmax()] if len(rows) else rows
+        params = [p if isinstance(p, dict) else {} for p in best.get("params", pd.Series(dtype=object))]
+        metrics = [m if isinstance(m, dict) else {} for m in best.get("metrics", pd.Series(dtype=object))]
+        for name in _PARAMS_USED.get(strategy, RECIPE_PARAMS):
+            values = [p.get(name) for p in params]
+            if name == "top_k":
+                values = [m.get("top_k") or p.get("top_k") for m, p in zip(metrics, params, strict=True)]
+            values = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            if values:
+                value = float(np.median(values))
+                recipe[name] = int(round(value)) if name == "top_k" else float(f"{value:.3g}")
+        epochs = _epochs_run(best.get("curves", pd.Series(dtype=object)))
+        if epochs:
+            recipe["epochs"] = epochs
+        top_k = recipe.get("top_k", "k")
+        recipe["freeze"] = FREEZE_TEXT.get(strategy, "").format(top_k=top_k)
+        recipe["from_cells"] = int(len(best))
+        return recipe
+
+    def _extrapolation(self, t: Traits, q: pd.Series) -> list[str]:
+        flags = []
+        if q["domain"] not in self.domains_:
+            basis = "the measured domain gap" if t.gap is not None else "an assumed domain gap"
+            flags.append(
+                f"domain {q['domain']!r} is outside the study (it measured {', '.join(self.domains_)}): "
+                f"the advice rests on {basis}"
+            )
+        labels = {"n_images": "training-set size", "n_classes": "number of classes", "image_size": "image size",
+                  "gap": "domain gap"}  # fmt: skip
+        for name, label in labels.items():
+            if name not in self.ranges_ or (name == "gap" and t.gap is None):
+                continue
+            lo, hi = self.ranges_[name]
+            value = float(q[name])
+            if value < lo or value > hi:
+                flags.append(f"{label} {value:g} is outside the measured range {lo:g}-{hi:g}")
+        return flags
+
+    def _trust(self, flags: list[str], assumed: list[str], options: list[Option]) -> tuple[str, list[str]]:
+        reasons = list(flags)
+        top = options[0]
+        nearest = top.evidence[0].distance if top.evidence else math.inf
+        if nearest > 1.0:
+            reasons.append(f"the nearest measured cell for {top.strategy} is {nearest:.1f} trait units away")
+        if any(a.startswith("domain gap") for a in assumed):
+            reasons.append("the domain gap was not measured")
+        if len(options) > 1 and top.accuracy - options[1].accuracy < CLOSE_CALL:
+            second = options[1]
+            reasons.append(f"close call: {second.strategy}/{second.backbone} is expected within 1 accuracy point")
+        if flags:
+            level = "low" if len(flags) > 1 or nearest > 2.0 else "medium"
+        elif nearest > 1.0 or any(a.startswith("domain gap") for a in assumed):
+            level = "medium"
+        else:
+            level = "high"
+        return level, reasons
+
+    # -- rules --------------------------------------------------------------------------------------------------
+
+    def _distil_rules(self) -> tuple[list[dict[str, Any]], float]:
+        """A shallow tree over (log2 n, gap) fitted to the advisor's own picks on the study's datasets × sizes."""
+        per_dataset = self.runs_.drop_duplicates(["dataset", "image_size"])
+        lo, hi = self.ranges_["n_images"]
+        sizes = np.unique(np.round(np.geomspace(lo, hi, 25)).astype(int))
+        cols = ["domain", "n_classes", "image_size", "gap", "imbalance"]
+        queries = per_dataset[cols].loc[per_dataset.index.repeat(len(sizes))].reset_index(drop=True)
+        queries["n_images"] = np.tile(sizes, len(per_dataset))
+        queries = self._with_features(queries)
+        best = self._predict(queries, list(self.options_)).groupby("query").head(1).set_index("query").sort_index()
+        x = queries[["log2_n", "gap"]].to_numpy(dtype=float)
+        y = best["strategy"].to_numpy()
+        backbones = best["backbone"].to_numpy()
+        tree = DecisionTreeClassifier(max_depth=self.rules_depth, min_samples_leaf=max(1, len(y) // 20),
+                                      random_state=self.random_state).fit(x, y)  # fmt: skip
+        fidelity = float((tree.predict(x) == y).mean())
+        return _tree_rules(tree, tree.apply(x), y, backbones), fidelity
+
+    def rules_text(self) -> str:
+        """The fitted advice as a few if-then rules over training-set size and domain gap."""
+        check_is_fitted(self)
+        lines = [
+            f"Rules of thumb distilled from the advisor (fitted on {self.fitted_on_['n_rows']} runs over "
+            f"{len(self.fitted_on_['datasets'])} datasets; they match its pick on {self.rules_fidelity_:.0%} of the "
+            "study's datasets x sizes):"
+        ]
+        for i, rule in enumerate(self.rules_, start=1):
+            parts = []
+            for name, (lo, hi) in rule["conditions"].items():
+                parts.append(_describe_condition(name, lo, hi))
+            when = "if " + " and ".join(parts) if parts else "in every case"
+            backbone = f" with {rule['backbone']}" if rule["backbone"] not in (None, NO_BACKBONE) else ""
+            lines.append(f"  {i}. {when}: {rule['strategy']}{backbone}")
+        lo, hi = self.ranges_.get("gap", (math.nan, math.nan))
+        lines.append(
+            f"gap = Fréchet distance to natural photos relative to the study's natural-photo datasets (1 = as close as "
+            f"they are; the study measured {lo:.2f}-{hi:.2f}). Sizes are labelled training images "
+            f"(measured {self.ranges_['n_images'][0]:g}-{self.ranges_['n_images'][1]:g})."
+        )
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- advantage models
+
+
+def distance_matrix(queries: pd.DataFrame, cells: pd.DataFrame) -> np.ndarray:
+    """(n_queries, n_cells) trait distances with ``DISTANCE_WEIGHTS`` (frames carry ``advisor`` features)."""
+    w = DISTANCE_WEIGHTS
+
+    def col(frame: pd.DataFrame, name: str) -> np.ndarray:
+        return frame[name].to_numpy(dtype=float)
+
+    def gap(frame: pd.DataFrame) -> np.ndarray:
+        return np.log2(np.clip(col(frame, "gap"), 0.05, None))
+
+    d = w["log2_n"] * np.abs(col(queries, "log2_n")[:, None] - col(cells, "log2_n")[None, :])
+    d += w["log2_gap"] * np.abs(gap(queries)[:, None] - gap(cells)[None, :])
+    d += w["log2_classes"] * np.abs(col(queries, "log2_classes")[:, None] - col(cells, "log2_classes")[None, :])
+    size_q, size_c = np.log2(col(queries, "image_size")), np.log2(col(cells, "image_size"))
+    d += w["log2_size"] * np.abs(size_q[:, None] - size_c[None, :])
+    d += w["domain"] * (queries["domain"].to_numpy()[:, None] != cells["domain"].to_numpy()[None, :])
+    return d
+
+
+class _KernelPooling:
+    """Nearest-neighbour evidence pooling: a Gaussian-kernel average of an option's advantage in nearby cells.
+
+    Shrunk towards 0 (an average option) when little evidence is near, so an option never measured at a size is
+    not extrapolated with confidence; its variance then tends to the spread of all advantages (the prior). The
+    interval adds the seed-to-seed variance of a single run.
+    """
+
+    PRIOR_WEIGHT = 0.05
+
+    def __init__(self, bandwidth: float) -> None:
+        self.bandwidth = bandwidth
+
+    def fit(self, frame: pd.DataFrame, options: list[tuple[str, str]]) -> _KernelPooling:
+        keys = ["dataset", "n_images", "image_size", "strategy", "backbone"]
+        cells = frame.groupby(keys, as_index=False).agg(
+            advantage=("advantage", "mean"), var=("advantage", "var"), domain=("domain", "first"),
+            gap=("gap", "first"), log2_n=("log2_n", "first"), log2_classes=("log2_classes", "first"),
+        )  # fmt: skip
+        self.noise_var = float(cells["var"].dropna().mean()) if cells["var"].notna().any() else 0.0
+        self.prior_var = float(cells["advantage"].var()) if len(cells) > 1 else 0.0
+        self.cells = {o: cells[(cells["strategy"] == o[0]) & (cells["backbone"] == o[1])] for o in options}
+        return self
+
+    def predict(self, queries: pd.DataFrame, options: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of each option's advantage, shape (n_queries, n_options)."""
+        means, variances = [], []
+        for option in options:
+            cells = self.cells[option]
+            w = np.exp(-0.5 * (distance_matrix(queries, cells) / self.bandwidth) ** 2)
+            adv = cells["advantage"].to_numpy()
+            total = w.sum(1) + self.PRIOR_WEIGHT
+            mean = (w * adv).sum(1) / total
+            spread = ((w * (adv[None, :] - mean[:, None]) ** 2).sum(1) + self.PRIOR_WEIGHT * self.prior_var) / total
+            means.append(mean)
+            variances.append(spread + self.noise_var)
+        return np.column_stack(means), np.column_stack(variances)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _strategy_recipe(strategy: str) -> str:
+    try:
+        from study.strategies import get_strategy
+
+        return get_strategy(strategy).recipe
+    except Exception:  # a strategy from another version of the study: no recipe text, the numbers still stand
+        return ""
+
+
+def _epochs_run(curves: pd.Series) -> dict[str, int]:
+    """Median epochs actually run per training phase (early stopping included), from the learning curves."""
+    per_phase: dict[str, list[int]] = {}
+    for curve in curves:
+        if not isinstance(curve, list):
+            continue
+        counts: dict[str, int] = {}
+        for epoch in curve:
+            if isinstance(epoch, dict):
+                phase = str(epoch.get("phase", "train"))
+                counts[phase] = counts.get(phase, 0) + 1
+        for phase, n in counts.items():
+            per_phase.setdefault(phase, []).append(n)
+    return {phase: int(round(float(np.median(v)))) for phase, v in per_phase.items()}
+
+
+def _tree_rules(tree: DecisionTreeClassifier, leaves: np.ndarray, y: np.ndarray, backbones: np.ndarray
+                ) -> list[dict[str, Any]]:  # fmt: skip
+    """The tree's leaves as rules; sibling subtrees that pick the same strategy collapse into one rule.
+
+    The backbone shown with a rule is the one the advisor picked most often together with that strategy there.
+    """
+    t = tree.tree_
+    names = ("log2_n", "gap")
+
+    def leaf(node: int, cond: dict[str, tuple[float, float]]) -> dict[str, Any]:
+        mask = leaves == node
+        strategy = str(tree.classes_[int(np.argmax(t.value[node][0]))])
+        return {"conditions": cond, "strategy": strategy, "support": int(mask.sum()),
+                "backbones": Counter(str(b) for b in backbones[mask & (y == strategy)])}  # fmt: skip
+
+    def walk(node: int, cond: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
+        if t.children_left[node] == -1:
+            return [leaf(node, cond)]
+        name, thr = names[t.feature[node]], float(t.threshold[node])
+        lo, hi = cond.get(name, (-math.inf, math.inf))
+        left = walk(t.children_left[node], {**cond, name: (lo, min(hi, thr))})
+        right = walk(t.children_right[node], {**cond, name: (max(lo, thr), hi)})
+        if len(left) == len(right) == 1 and left[0]["strategy"] == right[0]["strategy"]:
+            return [{"conditions": cond, "strategy": left[0]["strategy"],
+                     "support": left[0]["support"] + right[0]["support"],
+                     "backbones": left[0]["backbones"] + right[0]["backbones"]}]  # fmt: skip
+        return left + right
+
+    rules = walk(0, {})
+    for rule in rules:
+        counts = rule.pop("backbones")
+        rule["backbone"] = counts.most_common(1)[0][0] if counts else None
+    return rules
+
+
+def _describe_condition(name: str, lo: float, hi: float) -> str:
+    if name == "log2_n":
+        lo_n, hi_n = (2**lo if math.isfinite(lo) else None), (2**hi if math.isfinite(hi) else None)
+        if lo_n is None:
+            return f"n <= {hi_n:.0f} images"
+        if hi_n is None:
+            return f"n > {lo_n:.0f} images"
+        return f"{lo_n:.0f} < n <= {hi_n:.0f} images"
+    if not math.isfinite(lo):
+        return f"gap <= {hi:.2f}"
+    if not math.isfinite(hi):
+        return f"gap > {lo:.2f}"
+    return f"{lo:.2f} < gap <= {hi:.2f}"

@@ -1,0 +1,476 @@
+"""The report's figures: one function per figure, long-form frames in, ``Figure(data_uri, alt)`` out.
+
+Why this shape (seaborn's own practice): one figure-level call maps columns to roles; the theme is applied in a
+context manager so global matplotlib state is untouched when the report runs at the end of ``study.run``; the
+PNG goes to an in-memory buffer and is embedded as a data URI, so the report needs no files and no network.
+A figure with nothing to draw raises ``NoData`` whose message the report shows in its place.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator, ScalarFormatter
+
+from reports.data import NO_BACKBONE, curve_frame, has_curves
+
+DPI = 100
+STRATEGY_ORDER = ("scratch", "scratch_small", "linear_probe", "feature_extraction", "fine_tune_top", "full_fine_tune")
+ABBREVIATIONS = {"scratch": "SCR", "scratch_small": "CNN", "linear_probe": "LP", "feature_extraction": "FE",
+                 "fine_tune_top": "FT-top", "full_fine_tune": "FT-all"}  # fmt: skip
+COST_MEASURES = {
+    "train_seconds": "training time (s)",
+    "trainable_params": "trainable parameters",
+    "model_mb": "model size (MB)",
+    "latency_ms": "CPU latency (ms / image)",
+}
+NEGATIVE = "#c62828"
+
+
+class Figure(NamedTuple):
+    """A rendered figure: a ``data:image/png;base64,...`` URI and the alt text that describes it."""
+
+    data_uri: str
+    alt: str
+
+
+class NoData(ValueError):
+    """Nothing to draw; the message says why and is shown in the report instead of the figure."""
+
+
+@contextmanager
+def theme() -> Iterator[None]:
+    """The report's look, restored on exit so callers' matplotlib settings are never changed."""
+    with mpl.rc_context(), sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
+        mpl.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "axes.titlesize": 10})
+        yield
+
+
+def encode(fig: mpl.figure.Figure) -> str:
+    """PNG bytes of a figure as a data URI; the figure is closed so nothing leaks across figures."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+PALETTE = {
+    "scratch": "#4d4d4d",
+    "scratch_small": "#bababa",
+    "linear_probe": "#009e73",
+    "feature_extraction": "#0072b2",
+    "fine_tune_top": "#d55e00",
+    "full_fine_tune": "#cc79a7",
+}
+"""Colour-blind-safe (Okabe-Ito) colours per strategy; from-scratch baselines in greys so transfer stands out."""
+
+
+def strategy_palette(strategies: Sequence[str]) -> dict[str, Any]:
+    """One fixed colour per strategy, the same in every figure (unknown strategies get further colours)."""
+    extra = sorted(set(strategies) - set(PALETTE))
+    more = sns.color_palette("colorblind", 10)[-len(extra) :] if extra else []
+    return {**PALETTE, **{name: more[i % len(more)] for i, name in enumerate(extra)}}
+
+
+def _present(order: Sequence[str], values: pd.Series) -> list[str]:
+    seen = set(values.astype(str))
+    extra = sorted(seen - set(order))
+    return [o for o in order if o in seen] + extra
+
+
+def _log_sizes(axes: Any, sizes: Sequence[int]) -> None:
+    """Log x axis with ticks at the measured sizes only (readable, and honest about where data is)."""
+    for ax in np.ravel(axes):
+        ax.set_xscale("log")
+        ax.set_xticks(list(sizes))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
+        if len(sizes) == 1:
+            ax.set_xlim(sizes[0] / 1.6, sizes[0] * 1.6)
+
+
+def _wrap(n: int, most: int = 4) -> int:
+    return max(1, min(most, n))
+
+
+def with_shared_baselines(frame: pd.DataFrame, backbone: str) -> pd.DataFrame:
+    """Rows of one backbone plus the backbone-independent rows (e.g. scratch_small) of the datasets it ran on."""
+    mine = frame[frame["backbone"] == backbone]
+    shared = frame[frame["backbone"] == NO_BACKBONE] if backbone != NO_BACKBONE else frame.iloc[0:0]
+    shared = shared[shared["dataset"].isin(set(mine["dataset"]))]
+    return pd.concat([mine, shared], ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2. Accuracy vs training-set size
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _band(data: pd.DataFrame, palette: Mapping[str, Any], **_: Any) -> None:
+    ax = plt.gca()
+    for strategy, rows in data.groupby("strategy"):
+        rows = rows.dropna(subset=["accuracy_ci_low", "accuracy_ci_high"]).sort_values("n_images")
+        if rows.empty:
+            continue
+        x = rows["n_images"].to_numpy(float)
+        low, high = rows["accuracy_ci_low"].to_numpy(float), rows["accuracy_ci_high"].to_numpy(float)
+        if len(x) == 1:  # one size: an interval bar instead of an invisible band
+            ax.errorbar(x, rows["accuracy_mean"], yerr=[rows["accuracy_mean"] - low, high - rows["accuracy_mean"]],
+                        fmt="none", ecolor=palette[strategy], capsize=3, alpha=0.8)  # fmt: skip
+        else:
+            ax.fill_between(x, low, high, color=palette[strategy], alpha=0.18, linewidth=0)
+
+
+def accuracy_vs_size(
+    summary: pd.DataFrame, dataset_order: Sequence[str], backbone: str, titles: Mapping[str, str] | None = None
+) -> Figure:
+    """Mean test accuracy against N (log x), a line per strategy with 95 % bands, a panel per dataset."""
+    frame = with_shared_baselines(summary, backbone).dropna(subset=["accuracy_mean"])
+    if frame.empty:
+        raise NoData(f"no non-degenerate result for backbone {backbone}")
+    order = [d for d in dataset_order if d in set(frame["dataset"])] + sorted(
+        set(frame["dataset"]) - set(dataset_order)
+    )
+    hue_order = _present(STRATEGY_ORDER, frame["strategy"])
+    palette = strategy_palette(hue_order)
+    sizes = sorted(int(n) for n in frame["n_images"].unique())
+    multi_px = frame["image_size"].nunique() > 1
+    with theme():
+        g = sns.relplot(
+            data=frame, x="n_images", y="accuracy_mean", hue="strategy", hue_order=hue_order, palette=palette,
+            style="image_size" if multi_px else None, col="dataset", col_order=order, col_wrap=_wrap(len(order)),
+            kind="line", marker="o", markersize=5, errorbar=None, height=2.5, aspect=1.2,
+            facet_kws={"sharey": False, "sharex": True},
+        )  # fmt: skip
+        g.map_dataframe(_band, palette=palette)
+        _log_sizes(g.axes, sizes)
+        for ax, name in zip(g.axes.flat, order, strict=False):
+            ax.set_title((titles or {}).get(name, name))
+        g.set_axis_labels("training images N (log scale)", "test accuracy")
+        sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(6, len(hue_order)), frameon=False,
+                        title=None)  # fmt: skip
+        uri = encode(g.figure)
+    top = frame.loc[frame.groupby("dataset")["n_images"].transform("max") == frame["n_images"]]
+    best = top.loc[top.groupby("dataset")["accuracy_mean"].idxmax()].set_index("dataset")
+    leaders = "; ".join(
+        f"{d}: {best.loc[d, 'strategy']} {best.loc[d, 'accuracy_mean']:.3f} at N={int(best.loc[d, 'n_images'])}"
+        for d in order[:8]
+        if d in best.index
+    )
+    alt = (
+        f"Line charts for backbone {backbone}: mean test accuracy (y) against training-set size N on a log scale "
+        f"(x, N = {', '.join(map(str, sizes))}), one panel per dataset ordered from closest to farthest from "
+        f"natural photos ({', '.join(order)}), one coloured line per strategy ({', '.join(hue_order)}) with "
+        f"shaded 95 % bootstrap intervals. Best at the largest N — {leaders}."
+    )
+    return Figure(uri, alt)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3. Strategy map
+# ----------------------------------------------------------------------------------------------------------
+
+
+def strategy_map(best: pd.DataFrame, row_labels: Mapping[str, str], dataset_order: Sequence[str]) -> Figure:
+    """Heatmap of the winning strategy per (dataset by similarity) x N, annotated with the margin to the runner-up."""
+    if best.empty:
+        raise NoData("no cell has a non-degenerate result")
+    frame = best.copy()
+    multi_px = frame["image_size"].nunique() > 1
+    frame["row"] = [
+        row_labels.get(d, d) + (f" @{int(s)}px" if multi_px else "")
+        for d, s in zip(frame["dataset"], frame["image_size"], strict=True)
+    ]
+    rank = {d: i for i, d in enumerate(dataset_order)}
+    rows = (
+        frame.assign(_r=frame["dataset"].map(rank).fillna(len(rank)))
+        .sort_values(["_r", "dataset", "image_size"])["row"]
+        .drop_duplicates()
+        .tolist()
+    )
+    cols = sorted(int(n) for n in frame["n_images"].unique())
+    strategies = _present(STRATEGY_ORDER, frame["best_strategy"])
+    palette = strategy_palette(strategies)
+    code = {s: i for i, s in enumerate(strategies)}
+    codes = frame.pivot_table(index="row", columns="n_images", values="best_strategy", aggfunc="first")
+    codes = codes.reindex(index=rows, columns=cols)
+    margin = frame.pivot_table(index="row", columns="n_images", values="margin", aggfunc="first")
+    margin = margin.reindex(index=rows, columns=cols)
+    numeric = codes.apply(lambda col: col.map(code)).astype(float)
+    notes = np.empty(codes.shape, dtype=object)
+    for i in range(codes.shape[0]):
+        for j in range(codes.shape[1]):
+            s, m = codes.iat[i, j], margin.iat[i, j]
+            notes[i, j] = (
+                "" if pd.isna(s) else f"{ABBREVIATIONS.get(s, s)}\n" + ("—" if pd.isna(m) else f"+{100 * m:.1f}")
+            )
+    with theme():
+        fig, ax = plt.subplots(figsize=(1.0 * len(cols) + 3.2, 0.55 * len(rows) + 1.4))
+        sns.heatmap(numeric, cmap=ListedColormap([palette[s] for s in strategies]), vmin=-0.5,
+                    vmax=len(strategies) - 0.5, annot=notes, fmt="", cbar=False, linewidths=1.5, linecolor="white",
+                    annot_kws={"fontsize": 8}, ax=ax)  # fmt: skip
+        ax.grid(False)
+        ax.set_facecolor("#eeeeee")  # cells without a non-degenerate result
+        ax.set_xlabel("training images N")
+        ax.set_ylabel("dataset (closest to natural photos at the top)")
+        ax.set_xticklabels([str(c) for c in cols], rotation=0)
+        ax.tick_params(axis="y", rotation=0)
+        handles = [Patch(facecolor=palette[s], label=f"{ABBREVIATIONS.get(s, s)} = {s}") for s in strategies]
+        ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(3, len(handles)),
+                  frameon=False, fontsize=8)  # fmt: skip
+        uri = encode(fig)
+    counts = frame["best_strategy"].value_counts()
+    wins = ", ".join(f"{s} wins {n}" for s, n in counts.items())
+    alt = (
+        f"Heatmap with one row per dataset ({len(rows)}, from closest to farthest from natural photos: "
+        f"{', '.join(rows)}) and one column per training-set size (N = {', '.join(map(str, cols))}); "
+        "each cell is coloured by the winning strategy and labelled with its abbreviation and its margin over "
+        f"the runner-up in accuracy points. Of {len(frame)} cells: {wins}."
+    )
+    return Figure(uri, alt)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. Gain over scratch
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _gain_bars(data: pd.DataFrame, palette: Mapping[str, Any], **_: Any) -> None:
+    ax = plt.gca()
+    ax.axhline(0.0, color="black", linewidth=1, zorder=1)
+    for strategy, rows in data.groupby("strategy"):
+        rows = rows.dropna(subset=["gain_ci_low", "gain_ci_high"])
+        if not rows.empty:
+            y = rows["gain"].to_numpy(float)
+            ax.errorbar(rows["x"], y, yerr=[y - rows["gain_ci_low"], rows["gain_ci_high"] - y], fmt="none",
+                        ecolor=palette[strategy], capsize=2, alpha=0.7, zorder=2)  # fmt: skip
+    neg = data[data["negative_transfer"]]
+    if not neg.empty:
+        ax.scatter(neg["x"], neg["gain"], marker="X", s=110, color=NEGATIVE, edgecolor="white", linewidth=0.8,
+                   zorder=5, label="negative transfer")  # fmt: skip
+
+
+def gain_over_scratch(
+    gains: pd.DataFrame, dataset_order: Sequence[str], titles: Mapping[str, str] | None = None
+) -> Figure:
+    """Each pretrained cell's gain over the best from-scratch baseline with its 95 % interval; losses marked."""
+    frame = gains.dropna(subset=["gain"]).copy()
+    if frame.empty:
+        raise NoData(
+            "no pretrained cell has a usable from-scratch baseline (no scratch cell at the same dataset and size, "
+            "or all of them degenerate), so there is no gain to show"
+        )
+    order = [d for d in dataset_order if d in set(frame["dataset"])] + sorted(
+        set(frame["dataset"]) - set(dataset_order)
+    )
+    hue_order = _present(STRATEGY_ORDER, frame["strategy"])
+    palette = strategy_palette(hue_order)
+    pairs = sorted(set(zip(frame["strategy"], frame["backbone"], strict=True)))
+    shift = {p: 1.06 ** (i - (len(pairs) - 1) / 2) for i, p in enumerate(pairs)}  # dodge on the log axis
+    frame["x"] = [n * shift[(s, b)] for n, s, b in zip(frame["n_images"], frame["strategy"], frame["backbone"],
+                                                        strict=True)]  # fmt: skip
+    sizes = sorted(int(n) for n in frame["n_images"].unique())
+    with theme():
+        g = sns.relplot(
+            data=frame, x="x", y="gain", hue="strategy", hue_order=hue_order, palette=palette, style="backbone",
+            col="dataset", col_order=order, col_wrap=_wrap(len(order)), kind="line", marker="o", markersize=5,
+            errorbar=None, height=2.5, aspect=1.2, facet_kws={"sharey": False},
+        )  # fmt: skip
+        g.map_dataframe(_gain_bars, palette=palette)
+        _log_sizes(g.axes, sizes)
+        for ax, name in zip(g.axes.flat, order, strict=False):
+            ax.set_title((titles or {}).get(name, name))
+        g.set_axis_labels("training images N (log scale)", "accuracy gain over scratch")
+        sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False, title=None)
+        uri = encode(g.figure)
+    neg = frame[frame["negative_transfer"]].sort_values("gain")
+    listed = "; ".join(
+        f"{r.strategy}/{r.backbone} on {r.dataset} at N={int(r.n_images)} ({r.gain:+.3f})"
+        for r in neg.head(5).itertuples()
+    )
+    if len(neg) > 5:
+        listed += f"; and {len(neg) - 5} more, listed in the table below"
+    alt = (
+        f"Point-and-line charts, one panel per dataset ({', '.join(order)}): accuracy gain of each pretrained "
+        f"strategy over the best from-scratch baseline (y; 0 = no gain) against N on a log scale, with 95 % "
+        f"intervals as error bars; {len(frame)} cells, of which {int(frame['significant_gain'].sum())} gain "
+        f"significantly and {len(neg)} show significant negative transfer"
+        + (f", marked with red crosses: {listed}." if len(neg) else ".")
+    )
+    return Figure(uri, alt)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5. Cost vs accuracy
+# ----------------------------------------------------------------------------------------------------------
+
+
+def cost_frame(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Long form: per cell and cost measure, the mean cost and the accuracy gap to the best cell of its task."""
+    keys = ["dataset", "n_images", "strategy", "backbone", "image_size"]
+    measures = [m for m in COST_MEASURES if m in runs.columns]
+    if not measures:
+        return pd.DataFrame()
+    numeric = runs[keys].assign(**{m: pd.to_numeric(runs[m], errors="coerce").astype("float64") for m in measures})
+    costs = numeric.groupby(keys, dropna=False)[measures].mean().reset_index()
+    acc = summary.dropna(subset=["accuracy_mean"])[[*keys, "accuracy_mean"]]
+    cells = acc.merge(costs, on=keys, how="left")
+    cells["gap"] = cells["accuracy_mean"] - cells.groupby(["dataset", "n_images", "image_size"])[
+        "accuracy_mean"
+    ].transform("max")
+    long = cells.melt(id_vars=[*keys, "accuracy_mean", "gap"], value_vars=measures, var_name="measure",
+                      value_name="cost")  # fmt: skip
+    long = long[pd.to_numeric(long["cost"], errors="coerce").astype("float64") > 0].copy()
+    long["cost"] = long["cost"].astype("float64")
+    long["measure"] = long["measure"].map(COST_MEASURES)
+    return long
+
+
+def pareto_front(points: pd.DataFrame, cost: str = "cost", value: str = "gap") -> pd.DataFrame:
+    """Cells no other cell beats on both counts (cheaper and at least as accurate), in order of cost."""
+    ordered = points.sort_values([cost, value], ascending=[True, False])
+    best = -np.inf
+    keep = []
+    for idx, v in zip(ordered.index, ordered[value], strict=True):
+        if v > best:
+            keep.append(idx)
+            best = v
+    return ordered.loc[keep]
+
+
+def _front_line(data: pd.DataFrame, **_: Any) -> None:
+    front = pareto_front(data)
+    plt.gca().step(front["cost"], front["gap"], where="post", color="black", linewidth=1.2, zorder=4, marker="o",
+                   markersize=7, markerfacecolor="none", markeredgewidth=1.2)  # fmt: skip
+
+
+def cost_vs_accuracy(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
+    """Accuracy gap to the best cell of the same task against four costs, with the Pareto front of cheap-and-good."""
+    long = cost_frame(runs, summary)
+    if long.empty:
+        raise NoData("no cell has both an accuracy and a measured cost")
+    hue_order = _present(STRATEGY_ORDER, long["strategy"])
+    palette = strategy_palette(hue_order)
+    measures = [m for m in COST_MEASURES.values() if m in set(long["measure"])]
+    with theme():
+        g = sns.relplot(
+            data=long, x="cost", y="gap", hue="strategy", hue_order=hue_order, palette=palette, col="measure",
+            col_order=measures, col_wrap=_wrap(len(measures), 2), kind="scatter", alpha=0.75, s=28, height=2.8,
+            aspect=1.3, facet_kws={"sharex": False, "sharey": True},
+        )  # fmt: skip
+        g.map_dataframe(_front_line)
+        for ax, name in zip(g.axes.flat, measures, strict=False):
+            values = long.loc[long["measure"] == name, "cost"].astype(float)
+            logged = values.max() / values.min() >= 20  # a log axis over less than a decade only shows clutter
+            if logged:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_title(name)
+            ax.set_xlabel(f"{name}, log scale" if logged else name)
+        g.set_ylabels("accuracy − best of its task")
+        sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(6, len(hue_order)), frameon=False,
+                        title=None)  # fmt: skip
+        uri = encode(g.figure)
+    fronts = []
+    for m in measures:
+        front = pareto_front(long[long["measure"] == m])
+        fronts.append(f"{m}: {', '.join(dict.fromkeys(front['strategy']))}")
+    alt = (
+        f"Scatter plots, one per cost ({', '.join(measures)}, log x): each point is a cell (dataset, N, strategy, "
+        f"backbone); y is its accuracy minus the best accuracy at the same dataset and N (0 = the best). A black "
+        f"step line with open circles traces the Pareto front. Strategies on the front — {'; '.join(fronts)}."
+    )
+    return Figure(uri, alt)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 6. Learning curves
+# ----------------------------------------------------------------------------------------------------------
+
+
+def representative_rows(runs: pd.DataFrame, dataset_order: Sequence[str], limit: int = 4) -> pd.DataFrame:
+    """A few rows that show the typical curve shapes: one per strategy (two-phase fine-tuning first)."""
+    has = runs[runs["curves"].map(has_curves)] if "curves" in runs else runs[:0]
+    if has.empty:
+        return has
+    rank = {d: i for i, d in enumerate(dataset_order)}
+    priority = ["fine_tune_top", "full_fine_tune", "scratch", "feature_extraction", "scratch_small"]
+    chosen = []
+    for strategy in priority + sorted(set(has["strategy"]) - set(priority)):
+        rows = has[has["strategy"] == strategy]
+        if rows.empty:
+            continue
+        rows = rows.assign(_r=rows["dataset"].map(rank).fillna(len(rank)))
+        rows = rows.sort_values(["n_images", "_r", "seed"], ascending=[False, True, True])
+        chosen.append(rows.iloc[0])
+        if len(chosen) == limit:
+            break
+    return pd.DataFrame(chosen).drop(columns="_r")
+
+
+def curves_long(rows: pd.DataFrame) -> pd.DataFrame:
+    """Long form of per-epoch curves: cell, epoch, panel (accuracy/loss), split (training/validation), value."""
+    parts = []
+    for row in rows.to_dict("records"):
+        frame = curve_frame(row["curves"])
+        label = f"{row['strategy']}/{row['backbone']} · N={int(row['n_images'])}\n{row['dataset']}"
+        for panel, train_col, val_col in (("accuracy", "accuracy", "val_accuracy"), ("loss", "loss", "val_loss")):
+            for split, col in (("training", train_col), ("validation", val_col)):
+                if col in frame.columns:
+                    value = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+                    part = {"cell": label, "epoch": frame["step"], "panel": panel, "split": split, "value": value,
+                            "phase": frame["phase"]}  # fmt: skip
+                    parts.append(pd.DataFrame(part))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _phase_lines(data: pd.DataFrame, **_: Any) -> None:
+    ax = plt.gca()
+    first = data.drop_duplicates("epoch").sort_values("epoch")
+    changes = first["epoch"][first["phase"].ne(first["phase"].shift()) & first["phase"].shift().notna()]
+    for x in changes:
+        ax.axvline(x - 0.5, color="grey", linestyle=":", linewidth=1.2)
+        ax.annotate("start fine-tuning", (x - 0.5, 0.02), xycoords=("data", "axes fraction"), fontsize=7,
+                    color="grey", rotation=90, ha="right", va="bottom")  # fmt: skip
+
+
+def learning_curves(runs: pd.DataFrame, dataset_order: Sequence[str], limit: int = 4) -> Figure:
+    """Training and validation accuracy and loss per epoch for a few typical cells, as the tutorials plot them."""
+    rows = representative_rows(runs, dataset_order, limit)
+    long = curves_long(rows)
+    if long.empty:
+        raise NoData("no row recorded per-epoch learning curves (e.g. only linear probes were run)")
+    cells = list(dict.fromkeys(long["cell"]))
+    with theme():
+        g = sns.relplot(
+            data=long, x="epoch", y="value", hue="split", hue_order=["training", "validation"], row="cell",
+            row_order=cells, col="panel", col_order=["accuracy", "loss"], kind="line", marker="o", markersize=3,
+            errorbar=None, height=2.1, aspect=1.7, facet_kws={"sharey": False, "sharex": "row", "margin_titles": False},
+        )  # fmt: skip
+        g.map_dataframe(_phase_lines)
+        g.set_titles("{row_name}: {col_name}", size=9)
+        for ax in g.axes.flat:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        g.set_axis_labels("epoch", "")
+        sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False, title=None)
+        uri = encode(g.figure)
+    names = "; ".join(c.replace("\n", " on ") for c in cells)
+    alt = (
+        f"Learning curves of {len(cells)} representative cells ({names}): for each, training and "
+        "validation accuracy (left) and cross-entropy loss (right) per epoch; a dotted vertical line marks where "
+        "fine-tuning starts after the head phase."
+    )
+    return Figure(uri, alt)
