@@ -39,8 +39,11 @@ class FeatureEngine:
         split: str,
         indices: np.ndarray,
         views: int = 1,
+        via: str | None = None,
     ) -> np.ndarray:
-        """Frozen activations of ``split`` rows ``indices``: shape (views, n, ...); view 0 is un-augmented."""
+        """Frozen activations of ``split`` rows ``indices``: shape (views, n, ...); view 0 is un-augmented.
+
+        ``via`` (pooled features only): derive missing rows from that layer's cached activations."""
         images = data.pool.images if split == "pool" else data.test.images
         weights_sha = weights_checksum(resolve_weights(spec))
         out = []
@@ -62,7 +65,7 @@ class FeatureEngine:
                     images,
                     indices,
                     lambda spec=spec, layer=layer, view=view: self._extractor(
-                        spec, data.image_size, layer, view, data, split
+                        spec, data.image_size, layer, view, data, split, via
                     ),
                     lazy_extract=True,
                     meta=meta,
@@ -82,18 +85,11 @@ class FeatureEngine:
         """Pooled backbone outputs. With ``via`` (a block boundary) missing rows are derived from that layer's
         cached activations by running only the frozen layers above it, so a strategy that needs both (the two
         phases of ``fine_tune_top``) never runs the prefix twice. The values are the same pooled features."""
-        self._via = via
-        try:
-            return self.activations(data, spec, POOLED, split, indices, views)
-        finally:
-            self._via = None
-
-    _via: str | None = None
+        return self.activations(data, spec, POOLED, split, indices, views, via)
 
     def _extractor(self, spec: BackboneSpec, image_size: int, layer: str, view: int, data: Any = None,
-                   split: str = "pool") -> ExtractFn:  # fmt: skip
-        if layer == POOLED and self._via is not None and data is not None:
-            via = self._via
+                   split: str = "pool", via: str | None = None) -> ExtractFn:  # fmt: skip
+        if layer == POOLED and via is not None and data is not None:
             top = self._top(spec, image_size, via)
 
             def from_cached(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
