@@ -16,7 +16,7 @@ export KERAS_HOME ?= $(SHARED)/keras
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install study test lint bench clean
+.PHONY: install study test lint bench bench-workers clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,9 @@ lint: install
 
 bench: install
 	$(PY) -m bench.bench_cache $(ARGS)
+
+bench-workers: install
+	$(PY) -m bench.bench_workers $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

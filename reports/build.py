@@ -115,12 +115,13 @@ def _figure(make: Callable[[], rfig.Figure], caption: str) -> dict[str, Any]:
 
 
 def similarity_labels(datasets: pd.DataFrame, newline: bool = True) -> dict[str, str]:
-    """Facet titles: dataset name with its Fréchet distance to natural photos, where measured."""
+    """Facet titles: dataset name with its domain label and its Fréchet distance to natural photos, where measured."""
     sep = "\n" if newline else " "
     out = {}
     for rec in datasets.to_dict("records"):
-        fd = rec.get(rdata.SIMILARITY_SCORE)
-        out[rec["dataset"]] = rec["dataset"] if fd is None or pd.isna(fd) else f"{rec['dataset']}{sep}(FD {fd:.0f})"
+        fd, domain = rec.get(rdata.SIMILARITY_SCORE), rec.get("domain") or "unknown"
+        score = "" if fd is None or pd.isna(fd) else f", FD {fd:.0f}"
+        out[rec["dataset"]] = f"{rec['dataset']}{sep}({domain}{score})"
     return out
 
 
@@ -153,6 +154,12 @@ def figures(data: rdata.ReportData) -> dict[str, Any]:
             "Gain in test accuracy of each pretrained strategy over the best from-scratch baseline at the same "
             "dataset and size (0 = no gain), with 95 % intervals; red crosses mark significant negative transfer.",
         ),
+        "gain_similarity": _figure(
+            lambda: rfig.gain_vs_similarity(data.gains, data.datasets, rdata.SIMILARITY_SCORE, _correlation(data)),
+            f"The domain-similarity axis, measured: the best transfer gain of each dataset and size against the "
+            f"dataset's Fréchet distance to natural photos ({data.reference_backbone} features); marker shape is the "
+            "domain label, colour the training-set size, vertical lines the 95 % intervals.",
+        ),
         "cost": _figure(
             lambda: rfig.cost_vs_accuracy(data.runs, data.summary),
             "Each cell's accuracy minus the best accuracy at its dataset and size (0 = the winner) against four "
@@ -164,6 +171,11 @@ def figures(data: rdata.ReportData) -> dict[str, Any]:
             "the dotted line marks where fine-tuning starts after the head phase.",
         ),
     }
+
+
+def _correlation(data: rdata.ReportData) -> dict[str, Any] | None:
+    """The gap-vs-gain correlation for the backbone whose scores order the datasets."""
+    return next((c for c in data.similarity_vs_gain if c["backbone"] == data.reference_backbone), None)
 
 
 def advisor_section(runs: pd.DataFrame, sims: pd.DataFrame) -> dict[str, Any]:

@@ -313,6 +313,52 @@ def gain_over_scratch(
     return Figure(uri, alt)
 
 
+def gain_vs_similarity(
+    gains: pd.DataFrame, datasets: pd.DataFrame, score: str, correlation: Mapping[str, Any] | None = None
+) -> Figure:
+    """The measured domain gap on the x axis: best transfer gain per dataset and size against the similarity score.
+
+    The rule of thumb's "similar domain" axis, measured: each point is the best pretrained strategy's gain over
+    the best from-scratch baseline of a (dataset, N) cell, placed at the dataset's score and marked by its domain.
+    """
+    scored = datasets.dropna(subset=[score]) if score in datasets.columns else datasets.iloc[0:0]
+    ok = gains.dropna(subset=["gain"])
+    if ok.empty or scored.empty:
+        raise NoData("no cell has both a transfer gain over scratch and a measured similarity score")
+    idx = ok.groupby(["dataset", "n_images", "image_size"])["gain"].idxmax()
+    best = ok.loc[idx].merge(scored[["dataset", "domain", score]], on="dataset")
+    if best.empty:
+        raise NoData("no cell has both a transfer gain over scratch and a measured similarity score")
+    best = best.assign(N=best["n_images"].astype(int).astype(str))
+    size_order = [str(n) for n in sorted(best["n_images"].astype(int).unique())]
+    with theme():
+        fig, ax = plt.subplots(figsize=(7.2, 4.2))
+        ax.axhline(0.0, color="black", linewidth=1)
+        sns.scatterplot(data=best, x=score, y="gain", hue="N", hue_order=size_order, style="domain", s=70,
+                        palette="viridis", ax=ax)  # fmt: skip
+        for r in best.itertuples():
+            if not (pd.isna(r.gain_ci_low) or pd.isna(r.gain_ci_high)):
+                ax.plot([getattr(r, score)] * 2, [r.gain_ci_low, r.gain_ci_high], color="#888888", linewidth=0.8,
+                        zorder=1)  # fmt: skip
+        ax.set_xlabel(f"domain gap to natural photos ({score.replace('_', ' ')}; measured, lower = closer)")
+        ax.set_ylabel("best transfer gain over scratch")
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
+        uri = encode(fig)
+    rho = ""
+    if correlation and correlation.get("rho") is not None:
+        rho = (f" The Spearman rank correlation between the gap and the gain is {correlation['rho']:+.2f} "
+               f"(p = {correlation['p']:.2g}, {correlation['n_cells']} cells).")  # fmt: skip
+    far = best.sort_values(score).iloc[-1]
+    alt = (
+        f"Scatter plot of {len(best)} (dataset, N) cells: x is the measured domain gap ({score}) of each dataset to "
+        f"natural photos, y the best pretrained strategy's accuracy gain over the best from-scratch baseline with "
+        f"its 95 % interval as a vertical line; colour is N ({', '.join(size_order)}), marker shape the domain "
+        f"label ({', '.join(sorted(best['domain'].astype(str).unique()))}). The farthest dataset is "
+        f"{far['dataset']} ({far['domain']}, {far[score]:.0f})." + rho
+    )
+    return Figure(uri, alt)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 5. Cost vs accuracy
 # ----------------------------------------------------------------------------------------------------------

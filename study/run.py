@@ -76,19 +76,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _pretrained_cells(cells: list) -> list:
+    """Cells that load ImageNet weights: they need the weights file and a domain-similarity score."""
+    from study.grid import NO_BACKBONE
+    from study.strategies import get_strategy
+
+    return [c for c in cells if c.backbone != NO_BACKBONE and get_strategy(c.strategy).pretrained]
+
+
 def _check_inputs(cells: list, data_dirs: list[Path]) -> None:
     """Data and weights must be reachable before the first cell trains."""
     from study import shift
     from study.backbones import get_backbone, resolve_weights
     from study.datasets import get_dataset
-    from study.grid import NO_BACKBONE
     from study.loaders import resolve_root
-    from study.strategies import get_strategy
 
     for base in sorted({shift.parse(c.dataset)[0] for c in cells}):
         resolve_root(get_dataset(base), data_dirs)
-    pretrained = {c.backbone for c in cells if c.backbone != NO_BACKBONE and get_strategy(c.strategy).pretrained}
-    for name in sorted(pretrained):
+    for name in sorted({c.backbone for c in _pretrained_cells(cells)}):
         resolve_weights(get_backbone(name))
 
 
@@ -113,7 +118,8 @@ def _run(args: argparse.Namespace) -> int:
     eta = sum(estimate_seconds(c, rates) for c in todo)
     print(
         f"grid {grid.name}: {len(cells)} cells ({len(cells) - len(todo)} already complete, {len(skipped)} skipped), "
-        f"estimated {eta / 60:.0f} min on this machine; store {store.display_url}"
+        f"estimated {eta / 60:.0f} min of cell time on this machine (one worker; `make bench-workers` measures what "
+        f"more workers save); store {store.display_url}"
     )
     if args.dry_run:
         for c in cells:
@@ -158,15 +164,12 @@ def _run(args: argparse.Namespace) -> int:
 def _similarity(cells: list, store: object, cache_dir: Path, load: object) -> None:
     """Domain-similarity scores for every (dataset, pretrained backbone, size) the cells use (cached in the store)."""
     from study.domain import ensure_scores
-    from study.grid import NO_BACKBONE
-    from study.strategies import get_strategy
 
     by_size: dict[int, tuple[set, set]] = {}
-    for c in cells:
-        if c.backbone != NO_BACKBONE and get_strategy(c.strategy).pretrained:
-            ds, bb = by_size.setdefault(c.image_size, (set(), set()))
-            ds.add(c.dataset)
-            bb.add(c.backbone)
+    for c in _pretrained_cells(cells):
+        ds, bb = by_size.setdefault(c.image_size, (set(), set()))
+        ds.add(c.dataset)
+        bb.add(c.backbone)
     for size, (ds, bb) in sorted(by_size.items()):
         ensure_scores(store, sorted(ds), sorted(bb), size, cache_dir, load)
 

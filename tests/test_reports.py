@@ -228,13 +228,14 @@ class Page(HTMLParser):
 
 
 def expected_figures(d: data.ReportData) -> int:
-    """How many figures the data supports: accuracy per backbone with results, the map, gain, cost, curves."""
+    """How many figures the data supports: accuracy per backbone, the map, gain (and vs similarity), cost, curves."""
     backbones = [b for b in d.summary["backbone"].unique() if b != data.NO_BACKBONE] or [data.NO_BACKBONE]
     accuracy = sum(figures.with_shared_baselines(d.summary, b)["accuracy_mean"].notna().any() for b in backbones)
     return (
         accuracy
         + int(not d.best.empty)
         + int(d.gains["gain"].notna().any())
+        + int(d.gains["gain"].notna().any() and d.datasets[data.SIMILARITY_SCORE].notna().any())
         + int(not figures.cost_frame(d.runs, d.summary).empty)
         + int(d.runs["curves"].map(data.has_curves).any())
     )
