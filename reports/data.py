@@ -399,6 +399,14 @@ def cell_metric_means(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame({"value": grouped.mean(), "n_seeds": grouped.count()}).reset_index()
 
 
+def _closest_size(sizes: pd.Series, published: Any) -> int:
+    """Our image size nearest the published one (the largest where the source gives none, e.g. "native")."""
+    ours = sorted(int(v) for v in sizes.unique())
+    if not isinstance(published, int | float):
+        return ours[-1]
+    return min(ours, key=lambda v: (abs(v - published), -v))
+
+
 def anchor_rows(data: ReportData, anchors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each published number beside our matching cell (best of the selected strategies), or a note why none."""
     means = {m: cell_metric_means(data.runs, m) for m in ("accuracy", "roc_auc")}
@@ -416,6 +424,7 @@ def anchor_rows(data: ReportData, anchors: list[dict[str, Any]]) -> list[dict[st
         if not cand.empty:
             n = cand["n_images"].max() if n_sel == "max" else int(n_sel)
             cand = cand[cand["n_images"] == n]
+            cand = cand[cand["image_size"] == _closest_size(cand["image_size"], a.get("image_size"))]
         row = {**a, "ours_value": None, "ours_cell": None, "difference": None, "ours_seeds": 0,
                "ours_image_size": None, "ours_n_images": None}  # fmt: skip
         if cand.empty:
