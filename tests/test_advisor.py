@@ -19,8 +19,10 @@ from sklearn.base import clone
 
 from advisor import Advisor, AdvisorError, Traits, leave_one_dataset_out, load_results, textbook_rule
 from advisor.cli import main
-from advisor.evaluate import summary
+from advisor.data import prepare
+from advisor.evaluate import REGRET_BASIS, _folds, summary
 from advisor.model import FREEZE_LEVEL
+from advisor.relative import BANDWIDTHS, RelativeAccuracy, cell_table, similarity_groups, trait_defaults, with_features
 from advisor.textbook import SMALL_N, TABLE, quadrant
 from study.analysis import flatten
 
@@ -287,6 +289,137 @@ def test_leave_one_dataset_out_groups_the_shift_ladder():
                            "frechet_distance": 1.5 * u} for b, u in UNITS.items()])  # fmt: skip
     table = leave_one_dataset_out(pd.concat([runs, ladder], ignore_index=True), pd.concat([sims, extra]))
     assert set(table.loc[table["dataset"] == "nat_a@grey", "group"]) == {"nat_a"}
+
+
+def poison(runs: pd.DataFrame, dataset: str, seed: int = 0) -> pd.DataFrame:
+    """``runs`` with one dataset's usable accuracies shuffled among its rows: a different winner in every cell,
+    the same degenerate runs (the values stay above the dataset's majority share)."""
+    out = runs.copy()
+    usable = prepare(runs, None)[["cell_key"]].assign(ok=True)
+    ok = out["cell_key"].isin(usable["cell_key"]) & (out["dataset"] == dataset)
+    perm = np.random.default_rng(seed).permutation(int(ok.sum()))
+    for col in ("accuracy", "balanced_accuracy"):
+        out.loc[ok, col] = out.loc[ok, col].to_numpy()[perm]
+    return out
+
+
+def test_held_out_results_never_reach_the_advisor(study):
+    """Nested: the held-out dataset's results change nothing the advisor picks for it, its inner selection
+    (bandwidth, shrinkage) included, although they change which option is best there."""
+    runs, sims = study
+    clean = leave_one_dataset_out(runs, sims)
+    dirty = leave_one_dataset_out(poison(runs, "med_a"), sims)
+    held = clean["dataset"] == "med_a"
+    cols = ["advisor_strategy", "advisor_backbone", "advisor_config"]
+    pd.testing.assert_frame_equal(clean.loc[held, cols], dirty.loc[held, cols])
+    assert (clean.loc[held, "best_strategy"] != dirty.loc[held, "best_strategy"]).any()  # the poison did something
+    assert (clean.loc[held, "advisor_regret"] != dirty.loc[held, "advisor_regret"]).any()
+
+
+def test_folds_hold_out_runs_and_similarity_rows(study):
+    """The training side of a fold has neither the held-out dataset's runs nor its (or its ladder's) similarity."""
+    runs, sims = study
+    ladder = sims[sims["dataset"] == "nat_a"].assign(dataset="nat_a@grey", domain="shifted")
+    sims = pd.concat([sims, ladder], ignore_index=True)
+    for group, train, train_sims, held in _folds(runs, sims, sorted(DATASETS)):
+        assert group not in set(train["dataset"]) and set(held["dataset"]) == {group}
+        assert group not in set(similarity_groups(train_sims))
+        assert len(train_sims) + (similarity_groups(sims) == group).sum() == len(sims)
+
+
+def test_held_out_gap_is_in_the_training_datasets_units(study):
+    """The gap unit is the median natural-photo distance of the *training* datasets: with nat_a held out, only nat_b
+    (relative gap 1.1 on the full study) defines it, so nat_a's gap is 0.9 / 1.1, not 0.9."""
+    table = leave_one_dataset_out(*study)
+    gaps = table.loc[table["dataset"] == "nat_a", "gap"]
+    assert np.allclose(gaps, 0.9 / 1.1)
+    runs, sims = study
+    moved = sims.copy()
+    moved.loc[moved["dataset"] == "nat_a", "frechet_distance"] *= 10
+    (_, train, train_sims, _), (_, _, moved_sims, _) = (
+        next(f for f in _folds(runs, s, sorted(DATASETS)) if f[0] == "nat_a") for s in (sims, moved)
+    )
+    clean, dirty = Advisor(bandwidth=1.0).fit(train, train_sims), Advisor(bandwidth=1.0).fit(train, moved_sims)
+    assert clean.gap_scales_ == dirty.gap_scales_ and clean.fitted_on_ == dirty.fitted_on_
+
+
+def test_bandwidth_is_chosen_by_inner_leave_one_dataset_out(fitted, study):
+    sel = fitted.selection_
+    assert sel["rule"] == "1se" and sel["inner_datasets"] == len(DATASETS)
+    assert [c["bandwidth"] for c in sel["candidates"]] == list(BANDWIDTHS)
+    assert np.isfinite(fitted.bandwidth_)  # the size effects are real and the same on every dataset: local wins
+    chosen = next(c for c in sel["candidates"] if c["bandwidth"] == fitted.bandwidth_)
+    assert chosen["excess"] <= chosen["excess_se"] + 1e-12
+    fixed = Advisor(bandwidth=1.0, shrinkage=2.0).fit(*study)
+    assert fixed.selection_["rule"] == "fixed" and fixed.bandwidth_ == 1.0 and fixed.shrinkage_ == 2.0
+    with pytest.raises(AdvisorError, match="bandwidth must be a positive number or 'auto'"):
+        Advisor(bandwidth=0).fit(*study)
+    with pytest.raises(AdvisorError, match="selection must be one of"):
+        Advisor(selection="best").fit(*study)
+
+
+def test_traits_without_signal_give_one_global_ranking():
+    """When the options' order does not depend on the traits (only noise does), the one-standard-error rule keeps
+    the simplest candidate: one ranking for every dataset."""
+    runs, sims = synthetic(noise=0.02)
+    flat = {"feature_extraction": 0.0, "linear_probe": -0.01, "fine_tune_top": 0.01, "full_fine_tune": 0.02,
+            "scratch_small": -0.05}  # fmt: skip
+    rng = np.random.default_rng(1)
+    base = runs.groupby("dataset")["accuracy"].transform("mean")
+    runs["accuracy"] = base + runs["strategy"].map(flat) + rng.normal(0, 0.02, len(runs))
+    runs["balanced_accuracy"] = runs["accuracy"]
+    advisor = Advisor().fit(runs, sims)
+    assert advisor.bandwidth_ == np.inf
+    assert "one ranking for every dataset" in advisor.rules_text()
+    assert advisor.predict_table({"n_images": 100, "domain": "medical"}).iloc[0]["strategy"] == "full_fine_tune"
+
+
+def test_shrinkage_grows_with_seed_noise():
+    clean = Advisor(bandwidth=1.0).fit(*synthetic(noise=0.002))
+    noisy = Advisor(bandwidth=1.0).fit(*synthetic(noise=0.03))
+    assert 0 < clean.shrinkage_ < noisy.shrinkage_
+
+
+def test_relative_accuracy_is_unbiased_by_missing_options():
+    """accuracy = cell level + option effect exactly: the effects come back, whichever options a cell lacks."""
+    runs, _ = synthetic(noise=0.0)
+    runs = runs[runs["strategy"] != "scratch_small"].copy()
+    effect = {"feature_extraction": -0.02, "linear_probe": -0.03, "fine_tune_top": 0.01, "full_fine_tune": 0.04}
+    level = runs["dataset"].map({d: 0.5 + 0.05 * i for i, d in enumerate(DATASETS)}) + 0.01 * np.log2(runs["n_images"])
+    runs["accuracy"] = level + runs["strategy"].map(effect) - 0.01 * (runs["backbone"] == "bb_b")
+    drop = (runs["strategy"] == "full_fine_tune") & (runs["n_images"] >= 1000)  # as the CPU grid's cap
+    drop |= (runs["strategy"] == "feature_extraction") & (runs["dataset"] == "dig")
+    frame = prepare(runs[~drop].assign(balanced_accuracy=lambda r: r["accuracy"]), None)
+    frame = with_features(frame, trait_defaults(frame))
+    options = sorted({(s, b) for s, b in zip(frame["strategy"], frame["backbone"], strict=True)})
+    model = RelativeAccuracy(bandwidth=np.inf).fit(cell_table(frame, options))
+    truth = np.array([effect[s] - 0.01 * (b == "bb_b") for s, b in options])
+    assert np.allclose(model.global_ - model.global_.mean(), truth - truth.mean(), atol=1e-9)
+
+
+def test_ranking_ignores_clipping_at_full_accuracy(study):
+    """Expected accuracies above 1 are shown clipped, but ranked by the unclipped value (no ties at 100 %)."""
+    runs, sims = study
+    easy = runs.assign(accuracy=runs["accuracy"] + 0.3, balanced_accuracy=runs["balanced_accuracy"] + 0.3)
+    advisor = Advisor().fit(easy, sims)
+    table = advisor.predict_table({"n_images": 3000, "domain": "natural", "n_classes": 5})
+    assert table["accuracy"].max() == 1.0 and (table["accuracy"] == 1.0).sum() > 1
+    assert tuple(table.iloc[0][["strategy", "backbone"]]) == ("full_fine_tune", "bb_a")
+
+
+def test_leave_one_dataset_out_states_its_regret_basis(study):
+    table = leave_one_dataset_out(*study)
+    assert table.attrs["regret_basis"] == REGRET_BASIS
+    s = summary(table)
+    assert s["nested"] and s["regret_basis"]["advisor_regret"].startswith("over all backbones")
+    assert s["regret_basis"]["textbook_regret"].startswith("per strategy")
+    cells = table[~table["is_summary"]]
+    assert (cells["advisor_fixed_backbone_regret"] >= -1e-12).all()
+    assert (cells["textbook_fixed_backbone_regret"] >= -1e-12).all()
+    assert s["advisor_fixed_backbone_regret_points"] <= s["textbook_fixed_backbone_regret_points"]
+    assert cells["advisor_config"].str.len().gt(0).all()
+    assert "folds" in table.loc[table["is_summary"], "advisor_config"].iloc[0]
+    assert sum(s["regret_by_dataset_points"].values()) == pytest.approx(100 * cells["advisor_regret"].sum(), abs=0.1)
 
 
 # ---------------------------------------------------------------------------------------------------- data loading
