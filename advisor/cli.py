@@ -8,6 +8,10 @@ committed reference study ``results/reference/``, else ``results/study.db``)::
                       [--budget MINUTES] [--data-dir PATH] [--json]
     advisor rules                                the advice as a few rules of thumb
     advisor evaluate [--json]                    leave-one-dataset-out regret vs the textbook 2x2 rule
+    advisor train --data-dir PATH --out DIR [--domain D] [--strategy S] [--backbone B] [--trials T]
+                  [--image-size S] [--epochs E] [--seed N] [--force] [--no-gap]
+                                                 train the advised model and export .keras + TFLite (advisor.deploy)
+    advisor predict --model DIR IMAGE... [--tflite float32|float16|int8] [--json]
 
 The advisor is fitted from the tables at every call (about a second; nothing pickled is shipped).
 ``--domain`` is required unless ``--data-dir`` is given: then the measured domain gap carries the information and
@@ -57,7 +61,24 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("rules", parents=[common], help="the fitted advice as a short rule list")
     ev = sub.add_parser("evaluate", parents=[common], help="leave-one-dataset-out regret vs the textbook rule")
     ev.add_argument("--json", action="store_true", help="print the table as JSON records")
-    # "train" and "predict" (a later issue) will join here as sub-commands.
+    tr = sub.add_parser("train", parents=[common], help="train the advised strategy on a folder and export it")
+    tr.add_argument("--data-dir", required=True, help="image folder: one sub-folder per class (or train/ + test/)")
+    tr.add_argument("--domain", help="domain label (default: other; the measured domain gap informs the advice)")
+    tr.add_argument("--strategy", help="train this strategy instead of the advisor's top one")
+    tr.add_argument("--backbone", help="use this backbone instead of the advisor's")
+    tr.add_argument("--trials", type=int, default=1, help="tuning trials (the study's Optuna budget; default 1)")
+    tr.add_argument("--image-size", type=int, help="network input size in pixels (default: the advisor's)")
+    tr.add_argument("--epochs", type=int, default=10, help="epochs per training phase (early stopping; default 10)")
+    tr.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    tr.add_argument("--out", required=True, metavar="DIR", help="folder to write the model, TFLite files and metrics")
+    tr.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    tr.add_argument("--no-gap", action="store_true", help="skip measuring the domain gap (faster; the advisor then "
+                    "assumes the study's typical gap for the domain)")  # fmt: skip
+    pr = sub.add_parser("predict", help="classify images with a model written by advisor train")
+    pr.add_argument("--model", required=True, metavar="DIR", help="folder written by advisor train")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    pr.add_argument("--tflite", choices=["float32", "float16", "int8"], help="use this TFLite model, not model.keras")
+    pr.add_argument("--json", action="store_true", help="print every class probability as JSON")
     return p
 
 
@@ -65,10 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``advisor`` script; a bad input is one line on stderr and exit status 2."""
     args = _parser().parse_args(argv)
     try:
-        return {"fit": _fit, "recommend": _recommend, "rules": _rules, "evaluate": _evaluate}[args.command](args)
+        commands = {"fit": _fit, "recommend": _recommend, "rules": _rules, "evaluate": _evaluate, "train": _train,
+                    "predict": _predict}  # fmt: skip
+        return commands[args.command](args)
     except StudyError as error:  # AdvisorError included
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `advisor rules | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's documented idiom for SIGPIPE
+        return 0
 
 
 def _load_and_fit(source: str | None) -> tuple[Any, Any, Any, float]:
@@ -197,6 +223,32 @@ def format_recommendation(rec: Any, measured: dict[str, Any] | None = None) -> s
     return "\n".join(lines)
 
 
+def _train(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from advisor.deploy import format_train, train
+
+    outcome = train(args.data_dir, args.out, domain=args.domain, strategy=args.strategy, backbone=args.backbone,
+                    trials=args.trials, image_size=args.image_size, epochs=args.epochs, seed=args.seed,
+                    force=args.force, results=args.results, measure_gap=not args.no_gap,
+                    warn=lambda m: print(f"warning: {m}", file=sys.stderr),
+                    say=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    print(format_train(outcome))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from advisor.deploy import predict
+
+    rows = predict(args.model, args.images, tflite=args.tflite)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['image']}: {r['class']} {r['probability']:.3f}")
+    return 0
+
+
 def _rules(args: argparse.Namespace) -> int:
     advisor, *_ = _load_and_fit(args.results)
     print(advisor.rules_text())
@@ -220,7 +272,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def format_evaluation(table: Any, s: dict[str, Any]) -> str:
     """The leave-one-dataset-out table and its headline, as ``advisor evaluate`` prints them."""
     lines = [f"Leave-one-dataset-out over {s['datasets']} datasets, {s['cells']} cells (regret in accuracy points)",
-             "", "| dataset | n | best measured | acc | advisor | regret | textbook | regret |",
+             "", "| dataset | n | best measured (any backbone) | acc | advisor | regret | textbook | regret |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in table[~table["is_summary"].astype(bool)].itertuples(index=False):
         lines.append(f"| {r.dataset} | {r.n_images} | {r.best_strategy}/{r.best_backbone} | {r.best_accuracy:.3f} | "
@@ -235,8 +287,12 @@ def format_evaluation(table: Any, s: dict[str, Any]) -> str:
         f"{s['advisor_strategy_regret_points']:.2f} points",
         f"textbook: mean regret {s['textbook_regret_points']:.2f} points (its strategy on its best backbone), "
         f"top-1 strategy agreement {s['textbook_agreement']:.0%}",
+        f"with the backbone fixed by the user (each backbone in turn): advisor "
+        f"{s['advisor_fixed_backbone_regret_points']:.2f}, textbook {s['textbook_fixed_backbone_regret_points']:.2f} "
+        "points",
         f"target (advisor below the textbook and <= 1 point): {verdict}; like for like (strategies on their best "
         f"backbone): {like}",
+        f"nested: each fold chose its own settings on the training datasets only ({', '.join(s['advisor_configs'])})",
     ]
     return "\n".join(lines)
 

@@ -64,6 +64,11 @@ def native_size(paths: list[Path]) -> int | None:
     return int(np.median(sides)) if sides else None
 
 
+def folder_dataset_name(root: Path) -> str:
+    """The name a user's folder is registered under: stable per path, so its decoded cache is reused."""
+    return "user_" + hashlib.sha256(str(root).encode()).hexdigest()[:10]
+
+
 def measure(
     path: str | Path,
     domain: str,
@@ -83,7 +88,7 @@ def measure(
     from study.datasets import register_image_folder, unregister_dataset
 
     root = check_folder(path)
-    name = "user_" + hashlib.sha256(str(root).encode()).hexdigest()[:10]  # stable: the decoded cache is reused
+    name = folder_dataset_name(root)
     try:
         spec = register_image_folder(name, root, domain)
         ds = study_data.load(name, 32, allow_download=False)

@@ -203,6 +203,75 @@ def advisor_section(runs: pd.DataFrame, sims: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+DEPLOY_VARIANTS = ("float32", "float16", "int8")
+
+
+def _deploy_record(metrics: Any) -> dict[str, Any] | None:
+    """``metrics["deploy"]`` of one row (``study.deploy.deployment_metrics``), or None."""
+    if isinstance(metrics, str):
+        try:
+            metrics = json.loads(metrics)
+        except ValueError:
+            return None
+    deploy = metrics.get("deploy") if isinstance(metrics, Mapping) else None
+    return deploy if isinstance(deploy, Mapping) and deploy else None
+
+
+def deployment_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per backbone × strategy × image size (means over the rows with deployment figures, e.g. ``--grid deploy``):
+    parameters, Keras size and latency, each TFLite variant's size, latency and accuracy, the int8 accuracy delta.
+    """
+    rows = []
+    for rec in runs.to_dict("records"):
+        deploy = _deploy_record(rec.get("metrics"))
+        if deploy is None:
+            continue
+        keras = deploy.get("keras") or {}
+        row = {"backbone": rec.get("backbone"), "strategy": rec.get("strategy"), "image_size": rec.get("image_size"),
+               "params": rec.get("total_params"), "keras MB": keras.get("mb"), "keras ms": keras.get("latency_ms"),
+               "keras accuracy": keras.get("accuracy")}  # fmt: skip
+        failed = []
+        for v in DEPLOY_VARIANTS:
+            r = deploy.get(f"tflite_{v}") or {}
+            if "error" in r:
+                failed.append(v)
+            row.update({f"{v} MB": r.get("mb"), f"{v} ms": r.get("latency_ms"), f"{v} accuracy": r.get("accuracy")})
+        delta = deploy.get("int8_accuracy_delta")
+        row["int8 Δ accuracy (points)"] = None if delta is None else 100 * float(delta)
+        row["failed conversions"] = ", ".join(failed)
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    keys = ["backbone", "strategy", "image_size"]
+    numeric = [c for c in frame.columns if c not in (*keys, "failed conversions")]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
+    grouped = frame.groupby(keys, sort=True, dropna=False)
+    out = grouped[numeric].mean().reset_index()
+    out.insert(3, "rows", grouped.size().to_numpy())
+    failed = grouped["failed conversions"].agg(lambda x: ", ".join(sorted({v for c in x if c for v in c.split(", ")})))
+    out["failed conversions"] = failed.to_numpy()
+    return out
+
+
+def deployment_section(runs: pd.DataFrame) -> dict[str, Any]:
+    """The cost section's Deployment table, or ``None`` when no row has deployment figures (the template notes it)."""
+    frame = deployment_frame(runs)
+    if frame.empty:
+        return {"table": None}
+    digits = {c: 2 for c in frame.columns if c.endswith((" MB", " ms"))} | {"int8 Δ accuracy (points)": 1}
+    return {
+        "table": table(
+            frame,
+            "deployment",
+            "Deployment per backbone × strategy: parameters, the Keras model (.keras file MB, CPU ms per image, test "
+            "accuracy) and its TFLite float32 / float16 / int8 exports (MB, ms, accuracy; int8 takes float input)",
+            key=lambda r: f"{r['backbone']}|{r['strategy']}|{r['image_size']}",
+            digits={**digits, "params": 0, "rows": 0},
+        )
+    }
+
+
 def anchor_groups(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Anchors grouped by source: each source's quotes, published protocols and differences are stated once."""
     groups: dict[str, dict[str, Any]] = {}
@@ -337,6 +406,7 @@ def context(data: rdata.ReportData, downloads: Mapping[str, Any], title: str | N
         "n_pretrained": int(data.gains["gain"].notna().sum()),
         "curves_json": json.dumps(rdata.curves_payload(data.runs), separators=(",", ":"), allow_nan=False),
         "advisor": advisor_section(data.runs, data.similarity),
+        "deployment": deployment_section(data.runs),
         "anchors": anchors,
         "anchor_groups": anchor_groups(anchors),
         "downloads": downloads,

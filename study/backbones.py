@@ -27,6 +27,14 @@ from study.errors import StudyError, WeightsUnavailableError, unknown_name
 
 KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
+KERAS_PREPROCESS_MODES = {
+    "mobilenet": "tf", "mobilenet_v2": "tf", "inception_v3": "tf", "inception_resnet_v2": "tf", "xception": "tf",
+    "nasnet": "tf", "resnet_v2": "tf", "vgg16": "caffe", "vgg19": "caffe", "resnet": "caffe", "resnet50": "caffe",
+    "densenet": "torch", "efficientnet": "none", "efficientnet_v2": "none", "convnext": "none", "mobilenet_v3": "none",
+    "regnet": "none", "resnet_rs": "none",
+}  # fmt: skip
+"""The mode each Keras Applications module's ``preprocess_input`` applies (``keras/src/applications/*.py``)."""
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -44,6 +52,18 @@ class BackboneSpec:
     min_size: int = 32
     family: str = ""
     note: str = ""
+    preprocess_mode: str | None = None  # study.preprocessing mode; None = KERAS_PREPROCESS_MODES[preprocess]
+
+    @property
+    def preprocessing(self) -> str:
+        """The ``study.preprocessing`` mode of this backbone's input (``tf``, ``torch``, ``caffe`` or ``none``)."""
+        mode = self.preprocess_mode or KERAS_PREPROCESS_MODES.get(self.preprocess)
+        if mode is None:
+            raise StudyError(
+                f"backbone {self.name!r}: no preprocessing mode for keras.applications.{self.preprocess}; set "
+                f"preprocess_mode to one of tf, torch, caffe, none"
+            )
+        return mode
 
     @property
     def n_blocks(self) -> int:
@@ -91,6 +111,7 @@ for _spec in (
         name="mobilenet_v2",
         constructor="MobileNetV2",
         preprocess="mobilenet_v2",
+        preprocess_mode="tf",
         weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
         weights_url=KERAS_APPS + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
         blocks=_mnv2_blocks(),
@@ -102,6 +123,7 @@ for _spec in (
         name="mobilenet_075",
         constructor="MobileNet",
         preprocess="mobilenet",
+        preprocess_mode="tf",
         weights_file="mobilenet_7_5_224_tf_no_top.h5",
         weights_url=KERAS_APPS + "mobilenet/mobilenet_7_5_224_tf_no_top.h5",
         blocks=("conv1_relu", *(f"conv_pw_{i}_relu" for i in range(1, 14))),
@@ -113,6 +135,7 @@ for _spec in (
         name="vgg16",
         constructor="VGG16",
         preprocess="vgg16",
+        preprocess_mode="caffe",
         weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_url=KERAS_APPS + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_md5="6d6bbae143d832006294945121d1f1fc",
@@ -124,6 +147,7 @@ for _spec in (
         name="resnet50",
         constructor="ResNet50",
         preprocess="resnet",
+        preprocess_mode="caffe",
         weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_url=KERAS_APPS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_md5="4d473c1dd8becc155b73f8504c6f6626",
@@ -135,6 +159,7 @@ for _spec in (
         name="efficientnet_b0",
         constructor="EfficientNetB0",
         preprocess="efficientnet",  # identity: the model rescales and normalises inside
+        preprocess_mode="none",
         weights_file="efficientnetb0_notop.h5",
         weights_url="https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
         weights_md5="50bc09e76180e00e4465e1a485ddc09d",
@@ -166,10 +191,15 @@ def check_image_size(spec: BackboneSpec, image_size: int) -> None:
 
 
 def preprocess_fn(spec: BackboneSpec) -> Callable[[Any], Any]:
-    """The backbone's own ``preprocess_input`` (uint8/float RGB in, what the weights expect out)."""
-    import keras
+    """The backbone's input preprocessing (uint8/float RGB in, what the weights expect out).
 
-    return getattr(keras.applications, spec.preprocess).preprocess_input
+    ``study.preprocessing``: the same code as the ``Preprocess`` layer of exported models, and equal to the
+    backbone's own ``keras.applications.<preprocess>.preprocess_input`` (``tests/test_deploy.py`` checks both).
+    """
+    from study.preprocessing import preprocess_images
+
+    mode = spec.preprocessing
+    return lambda x: preprocess_images(x, mode)
 
 
 def preprocess(spec: BackboneSpec, images: np.ndarray) -> np.ndarray:

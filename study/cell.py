@@ -13,7 +13,7 @@ import platform
 import socket
 import time
 from collections import OrderedDict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from study import data as datasets
 from study.backbones import get_backbone, resolve_weights, weights_checksum
+from study.errors import StudyError
 from study.features import FeatureEngine
 from study.grid import NO_BACKBONE, Cell
 from study.loaders import LoadedDataset
@@ -30,6 +31,17 @@ from study.training import CellData, FitResult, TrainConfig, classification_metr
 from study.tuning import tune
 
 DEFAULT_BACKBONE_FOR_NONE = "mobilenet_v2"  # scratch_small ignores it; kept only to satisfy the signature
+
+
+@dataclass
+class TrainedCell:
+    """A finished cell: its result row and what produced it (the model is ``result.model()``)."""
+
+    cell: Cell
+    row: dict[str, Any]
+    result: FitResult
+    data: CellData
+    config: TrainConfig
 
 
 class CellRunner:
@@ -70,7 +82,29 @@ class CellRunner:
         )  # fmt: skip
 
     def run(self, cell: Cell) -> dict[str, Any]:
-        """Train, tune and evaluate one cell; returns the result row (the store's ``complete`` payload)."""
+        """Train, tune and evaluate one cell; returns the result row (the store's ``complete`` payload).
+
+        A cell with ``deploy`` also gets ``metrics["deploy"]``: its deployable model's Keras and TFLite
+        figures (``study.deploy.deployment_metrics``; int8 calibrated on the cell's training images).
+        """
+        trained = self.train(cell)
+        if cell.deploy:
+            trained.row["metrics"]["deploy"] = self.deployment(trained)
+        return trained.row
+
+    def deployment(self, trained: TrainedCell, out_dir: Path | None = None) -> dict[str, Any]:
+        """``study.deploy.deployment_metrics`` of a trained cell's model on its test subset."""
+        from study.deploy import deployment_metrics
+
+        data = trained.data
+        model = trained.result.model()
+        if model is None:
+            raise StudyError(f"strategy {trained.cell.strategy!r} builds no deployable model; deploy needs one")
+        return deployment_metrics(model, data.test.images[data.test_idx], data.y_test, data.image_size,
+                                  data.pool.images[data.train_idx], out_dir)  # fmt: skip
+
+    def train(self, cell: Cell) -> TrainedCell:
+        """``run`` without the deployment figures, keeping the trained model and the cell's data."""
         t_start = time.perf_counter()
         strategy = get_strategy(cell.strategy)
         spec = get_backbone(DEFAULT_BACKBONE_FOR_NONE if cell.backbone == NO_BACKBONE else cell.backbone)
@@ -96,8 +130,9 @@ class CellRunner:
             metrics = classification_metrics(data.y_test, result.test_proba, data.n_classes)
 
         cfg = replace(base, seed=train_seed, **params)
-        return self._row(cell, data, spec, strategy.uses_backbone, cfg, result, metrics, outcome, retries,
-                         stats0, extract0, t_start)  # fmt: skip
+        row = self._row(cell, data, spec, strategy.uses_backbone, cfg, result, metrics, outcome, retries,
+                        stats0, extract0, t_start)  # fmt: skip
+        return TrainedCell(cell, row, result, data, cfg)
 
     def _row(
         self, cell: Cell, data: CellData, spec: Any, uses_backbone: bool, cfg: TrainConfig, result: FitResult,

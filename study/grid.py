@@ -1,12 +1,13 @@
 """Grids as data: named axes in a TOML file, expanded into cells, validated before anything trains.
 
 A grid is a table of axes (datasets, sizes, strategies, backbones, seeds) plus protocol settings (image size,
-epochs, tuning trials, test cap, augmentation). ``expand`` takes the product of the axes, collapses the
-backbone axis for strategies that have none (``scratch_small``), and drops cells that cannot or should not
-run, each with a reason that ``--dry-run`` reports (benchopt's ``skip`` hook): a size larger than the
-dataset's pool, or a per-strategy limit (``[grids.NAME.limits]``: ``max_n``, ``sizes``, ``backbones``) that keeps
-a CPU grid within budget. A grid may also be the union of other grids (``include = [...]``), e.g. a core grid
-plus the shift ladder with its own sizes.
+epochs, tuning trials, test cap, augmentation, ``deploy``: also measure Keras/TFLite deployment figures, which
+is not part of a cell's key). ``expand`` takes the product of the axes, collapses the backbone axis for
+strategies that have none (``scratch_small``), and drops cells that cannot or should not run, each with a reason
+that ``--dry-run`` reports (benchopt's ``skip`` hook): a size larger than the dataset's pool, or a per-strategy
+limit (``[grids.NAME.limits]``: ``max_n``, ``sizes``, ``backbones``) that keeps a CPU grid within budget. A grid
+may also be the union of other grids (``include = [...]``), e.g. a core grid plus the shift ladder with its own
+sizes.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Cell:
     max_test: int
     grid: str
     retries: int = 2  # degenerate-model retries (protocol, not part of the key)
+    deploy: bool = False  # also measure Keras/TFLite deployment figures (metrics["deploy"]; not part of the key)
 
     @property
     def key(self) -> str:
@@ -53,6 +55,7 @@ class Cell:
 
         d = asdict(self)
         d.pop("retries")
+        d.pop("deploy")
         d["domain"] = describe(self.dataset).domain
         d["epochs_budget"] = d.pop("epochs")
         d["trials_budget"] = d.pop("trials")
@@ -74,6 +77,7 @@ class Grid:
     max_test: int = 1000
     augment: bool = False
     retries: int = 2  # retrain a degenerate model up to this many times (next-best trial, then another seed)
+    deploy: bool = False  # record TFLite/Keras deployment figures per cell (study.deploy; costs ~20 s a cell)
     limits: dict[str, dict[str, Any]] = field(default_factory=dict)
     include: tuple[str, ...] = ()
     parts: tuple[Grid, ...] = ()  # resolved ``include`` grids
@@ -180,6 +184,8 @@ def validate(grid: Grid) -> None:
     for name, value in (("epochs", grid.epochs), ("trials", grid.trials), ("max_test", grid.max_test)):
         if not isinstance(value, int) or value < 1:
             raise StudyError(f"grid {grid.name!r}: {name} must be a positive integer, got {value!r}")
+    if not isinstance(grid.deploy, bool):
+        raise StudyError(f"grid {grid.name!r}: deploy must be true or false, got {grid.deploy!r}")
     if not isinstance(grid.retries, int) or grid.retries < 0:
         raise StudyError(f"grid {grid.name!r}: retries must be an integer >= 0, got {grid.retries!r}")
     for s, limit in grid.limits.items():
@@ -213,7 +219,7 @@ def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
             backbone = NO_BACKBONE
         cell = Cell(
             dataset, n, strategy, backbone, grid.image_size, seed, grid.epochs, grid.trials, grid.augment,
-            grid.max_test, grid.name, grid.retries,
+            grid.max_test, grid.name, grid.retries, grid.deploy,
         )  # fmt: skip
         if cell.key in seen:
             continue

@@ -166,8 +166,10 @@ def deployable(spec: BackboneSpec, backbone: Any, head: Any, image_size: int) ->
     """Images (float RGB 0..255) in, probabilities out: preprocessing, backbone, pooling and head in one model."""
     import keras
 
+    from study.preprocessing import Preprocess
+
     inp = keras.Input(shape=(image_size, image_size, 3), name="image")
-    x = keras.layers.Lambda(preprocess_fn(spec), name="preprocess")(inp)
+    x = Preprocess(spec.preprocessing, name="preprocess")(inp)
     x = backbone(x, training=False)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inp, head(x), name=f"{spec.name}_classifier")
@@ -403,8 +405,10 @@ def _short_run_batchnorm(model: Any, momentum: float = 0.9) -> Any:
 def _with_preprocessing(model: Any, spec: BackboneSpec | None, image_size: int) -> Any:
     import keras
 
+    from study.preprocessing import Preprocess
+
     inp = keras.Input(shape=(image_size, image_size, 3), name="image")
-    x = keras.layers.Lambda(preprocess_fn(spec), name="preprocess")(inp) if spec is not None else inp
+    x = Preprocess(spec.preprocessing, name="preprocess")(inp) if spec is not None else inp
     return keras.Model(inp, model(x, training=False))
 
 

@@ -47,6 +47,7 @@ def test_two_local_workers_run_each_cell_once(tmp_path, datapack):
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     import ray
+
     die_dir = tmp_path_factory.mktemp("die")
     os.environ["STUDY_TEST_DIE_DIR"] = str(die_dir)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(REPO), os.environ.get("PYTHONPATH", "")])

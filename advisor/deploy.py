@@ -1,0 +1,320 @@
+"""From advice to a deployable model: ``advisor train`` and ``advisor predict``.
+
+``train`` measures a user's image folder (``advisor.traits.measure``), takes the advisor's top recommendation
+(``--strategy`` / ``--backbone`` override it), and trains it with the study's own protocol and code: the folder is
+registered as a dataset, its pool split into stratified train/validation parts and a held-out test part
+(``study.cell.CellRunner``: the same sampling, tuning, degenerate-model retries and metrics as every cell of the
+study), then writes into the output folder:
+
+- ``model.keras``: raw RGB images (float 0..255, S x S x 3) in, class probabilities out; the backbone's
+  preprocessing is inside as the registered layer ``study.preprocessing.Preprocess``;
+- ``model_float32.tflite``, ``model_float16.tflite``, ``model_int8.tflite``: the same model for TFLite (int8:
+  full-integer inside, float32 input and output; ``study.deploy``);
+- ``labels.json``: class names in output order, image size, backbone, strategy, preprocessing mode;
+- ``metrics.json``: test accuracy and balanced accuracy, each variant's size / latency / accuracy, the
+  hyper-parameters used, the measured traits and the advisor's recommendation.
+
+Everything is written to a temporary sibling folder and renamed at the end, so the output folder is either
+complete or untouched. ``predict`` decodes images with the training code (``study.loaders.decode_image``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advisor.data import OTHER, AdvisorError, as_json
+
+TRAIN_GRID = "advisor-train"
+"""The ``grid`` label of the cell ``advisor train`` runs (it is never stored)."""
+FALLBACK_BACKBONE = "mobilenet_v2"
+"""Backbone for an overridden pretrained strategy when the advisor has no option with a backbone."""
+TFLITE_CHOICES = ("float32", "float16", "int8")
+
+
+@dataclass
+class TrainOutcome:
+    out_dir: Path
+    labels: dict[str, Any]
+    metrics: dict[str, Any]
+    trained: Any  # study.cell.TrainedCell: the model is trained.result.model()
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise AdvisorError(f"--out {out} exists and is not a folder; pass a new folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise AdvisorError(f"--out {out} exists and is not empty; pass --force to replace it, or another folder")
+
+
+def _choose(rec: Any, strategy: str | None, backbone: str | None) -> tuple[str, str, Any]:
+    """(strategy, backbone, the advisor option it corresponds to or None) after the overrides."""
+    from study.grid import NO_BACKBONE
+    from study.strategies import get_strategy
+
+    options = [o for o in rec.options if strategy is None or o.strategy == strategy]
+    options = [o for o in options if backbone is None or o.backbone in (backbone, NO_BACKBONE)]
+    chosen = options[0] if options else None
+    name = strategy or (chosen.strategy if chosen else rec.best.strategy)
+    if not get_strategy(name).uses_backbone:
+        return name, NO_BACKBONE, chosen
+    if backbone is None:
+        with_backbone = [o.backbone for o in rec.options if o.backbone != NO_BACKBONE]
+        backbone = chosen.backbone if chosen and chosen.backbone != NO_BACKBONE else None
+        backbone = backbone or (with_backbone[0] if with_backbone else FALLBACK_BACKBONE)
+    return name, backbone, chosen
+
+
+def _recommendation(rec: Any, chosen: Any, strategy: str, backbone: str, overrides: dict[str, Any]) -> dict:
+    top = rec.best
+    return as_json({
+        "top": {"strategy": top.strategy, "backbone": top.backbone, "expected_accuracy": top.accuracy,
+                "low": top.low, "high": top.high},
+        "used": {"strategy": strategy, "backbone": backbone,
+                 "expected_accuracy": chosen.accuracy if chosen else None,
+                 "rank": chosen.rank if chosen else None},
+        "overrides": {k: v for k, v in overrides.items() if v is not None},
+        "options": [{"rank": o.rank, "strategy": o.strategy, "backbone": o.backbone, "accuracy": o.accuracy,
+                     "low": o.low, "high": o.high, "cost_minutes": o.cost_minutes} for o in rec.options[:6]],
+        "traits": rec.traits, "assumed": rec.assumed, "extrapolation": rec.extrapolation, "trust": rec.trust,
+        "interval": rec.interval, "fitted_on": rec.fitted_on,
+    })  # fmt: skip
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` to ``out``; an existing ``out`` (allowed by --force) goes only after that."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, old / "previous")
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def train(
+    data_dir: str | Path,
+    out: str | Path,
+    *,
+    domain: str | None = None,
+    strategy: str | None = None,
+    backbone: str | None = None,
+    trials: int = 1,
+    image_size: int | None = None,
+    epochs: int = 10,
+    seed: int = 0,
+    force: bool = False,
+    results: str | None = None,
+    measure_gap: bool = True,
+    warn: Callable[[str], None] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> TrainOutcome:
+    """Train the advised (or given) strategy on the folder and write the deployable model to ``out``."""
+    from advisor.cli import _load_and_fit
+    from advisor.model import Traits
+    from advisor.traits import check_folder, folder_dataset_name, measure
+    from study import config
+    from study import data as study_data
+    from study.backbones import check_image_size, get_backbone
+    from study.cell import CellRunner
+    from study.datasets import register_image_folder, unregister_dataset
+    from study.grid import Cell
+    from study.strategies import get_strategy
+
+    say = say or (lambda _m: None)
+    out = Path(out).expanduser().resolve()
+    _check_out(out, force)  # every check that needs no training comes first
+    if strategy is not None:
+        get_strategy(strategy)
+    if backbone is not None:
+        get_backbone(backbone)
+    for flag, value, low in (("--trials", trials, 1), ("--epochs", epochs, 1), ("--image-size", image_size, 8)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise AdvisorError(f"{flag} must be an integer of at least {low}, got {value!r}")
+    if backbone is not None and image_size is not None:
+        check_image_size(get_backbone(backbone), image_size)
+    root = check_folder(data_dir)
+    domain_label = domain or OTHER
+    measured = measure(root, domain_label, measure_gap=False)  # counts and classes: fast, no TensorFlow
+    if measured["n_classes"] < 2:
+        raise AdvisorError(f"--data-dir {root} has only one class; put one sub-folder of images per class in it "
+                           "(at least two classes)")  # fmt: skip
+
+    advisor, *_ = _load_and_fit(results)
+    advisor._check_domain(domain_label)
+    if domain is None:
+        say("note: no --domain given: the advice rests on the measured domain gap")
+    if measure_gap:
+        say("measuring the domain gap with the advisor's backbones")
+        measured = measure(root, domain_label, gap_scales=advisor.gap_scales_, image_size=image_size, warn=warn)
+    name = folder_dataset_name(root)
+    try:
+        register_image_folder(name, root, domain_label)
+        small = study_data.load(name, 32, allow_download=False)  # the decoded cache measure() just wrote
+        n_pool, n_test = len(small.pool), len(small.test)
+        rec = advisor.recommend(Traits(n_images=n_pool, domain=domain_label, n_classes=measured["n_classes"],
+                                       image_size=image_size, gap=measured["gap"], imbalance=measured["imbalance"],
+                                       backbone=backbone))  # fmt: skip
+        chosen_strategy, chosen_backbone, option = _choose(rec, strategy, backbone)
+        size = int(image_size or rec.traits["image_size"])
+        uses_backbone = get_strategy(chosen_strategy).uses_backbone
+        spec = get_backbone(chosen_backbone if uses_backbone else FALLBACK_BACKBONE)
+        if uses_backbone:
+            check_image_size(spec, size)
+        say(f"training {chosen_strategy}" + (f" / {chosen_backbone}" if uses_backbone else "")
+            + f" at {size} px on {n_pool} images ({n_test} held out for test), {trials} tuning trial(s)")  # fmt: skip
+        cell = Cell(name, n_pool, chosen_strategy, chosen_backbone, size, seed, epochs, trials, False,
+                    max(1, n_test), TRAIN_GRID, 1)  # fmt: skip
+        runner = CellRunner(config.cache_dir())
+        trained = runner.train(cell)
+        model = trained.result.model()
+        if model is None:
+            raise AdvisorError(f"strategy {chosen_strategy!r} builds no deployable model")
+        if trained.row["degenerate"] and warn:
+            warn(f"the trained model is degenerate (test accuracy {trained.row['accuracy']:.3f}, no better than "
+                 "always answering the largest class); it is exported anyway: try more images, another strategy "
+                 "or a larger --image-size")  # fmt: skip
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            say("exporting model.keras and TFLite float32 / float16 / int8 and measuring them")
+            deploy = runner.deployment(trained, out_dir=tmp)
+            failed = [v for v in TFLITE_CHOICES if "error" in deploy[f"tflite_{v}"]]
+            for v in failed:
+                if warn:
+                    warn(f"TFLite {v} conversion failed: {deploy[f'tflite_{v}']['error']}")
+            data = trained.data
+            from study.deploy import keras_predict
+
+            exported = keras_predict(model, data.test.images[data.test_idx])
+            study_diff = float(np.max(np.abs(exported - trained.result.test_proba))) if len(exported) else 0.0
+            mode = spec.preprocessing if uses_backbone else "none"
+            labels = {
+                "class_names": list(data.class_names),
+                "image_size": size,
+                "backbone": chosen_backbone,
+                "strategy": chosen_strategy,
+                "preprocessing": mode,
+                "input": f"float32 RGB 0..255, shape [batch, {size}, {size}, 3] (TFLite: batch 1); decode and "
+                "resize with study.loaders.decode_image",
+                "output": "class probabilities in class_names order",
+                "tflite_int8_io": deploy["int8_io"],
+                "files": {"keras": "model.keras",
+                          **{v: f"model_{v}.tflite" for v in TFLITE_CHOICES if v not in failed}},
+            }  # fmt: skip
+            row = trained.row
+            m = row["metrics"]
+            metrics = as_json({
+                "test": {k: row[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "log_loss",
+                                             "degenerate")} | {"n_test": m["n_test"]},
+                "validation": {"accuracy": m["val_accuracy"], "balanced_accuracy": m["val_balanced_accuracy"]},
+                "variants": deploy,
+                "study_vs_export_max_abs_diff": study_diff,
+                "params": row["params"],
+                "tuning": {"trials_run": m["trials_run"], "trials_pruned": m["trials_pruned"],
+                           "best_val_score": m["best_val_score"], "degenerate_retries": m["degenerate_retries"]},
+                "split": {"n_train": m["n_train"], "n_val": m["n_val"], "n_test": m["n_test"],
+                          "train_balance": m["train_balance"]},
+                "costs": {k: row[k] for k in ("extract_seconds", "train_seconds", "eval_seconds", "trainable_params",
+                                              "total_params", "model_mb", "latency_ms")},
+                "traits": measured,
+                "recommendation": _recommendation(rec, option, chosen_strategy, chosen_backbone,
+                                                  {"strategy": strategy, "backbone": backbone,
+                                                   "image_size": image_size}),
+                "data_dir": str(root),
+                "cell_key": cell.key,
+                "provenance": row["provenance"],
+                "curves": row["curves"],
+            })  # fmt: skip
+            (tmp / "labels.json").write_text(json.dumps(as_json(labels), indent=2) + "\n")
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            _replace_folder(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return TrainOutcome(out, labels, metrics, trained)
+    finally:
+        unregister_dataset(name)
+
+
+def format_train(outcome: TrainOutcome) -> str:
+    m, lab = outcome.metrics, outcome.labels
+    t = m["test"]
+    lines = [f"wrote {outcome.out_dir}: {lab['strategy']} / {lab['backbone']} at {lab['image_size']} px, "
+             f"{len(lab['class_names'])} classes ({', '.join(lab['class_names'])})",
+             f"test accuracy {t['accuracy']:.3f}, balanced accuracy {t['balanced_accuracy']:.3f} "
+             f"on {t['n_test']} held-out images",
+             "", f"{'format':<16}{'MB':>8}{'latency ms':>12}{'accuracy':>10}"]  # fmt: skip
+    v = m["variants"]
+    for key in ("keras", *(f"tflite_{x}" for x in TFLITE_CHOICES)):
+        r = v[key]
+        if "error" in r:
+            lines.append(f"{key:<16}failed: {r['error']}")
+        else:
+            lines.append(f"{key:<16}{r['mb']:>8.2f}{r['latency_ms']:>12.2f}{r['accuracy']:>10.3f}")
+    if v.get("int8_accuracy_delta") is not None:
+        lines.append(f"int8 accuracy delta vs float32: {100 * v['int8_accuracy_delta']:+.1f} points")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------- predict
+
+
+def load_labels(model_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    folder = Path(model_dir).expanduser()
+    path = folder / "labels.json"
+    if not path.is_file():
+        raise AdvisorError(f"--model {folder} has no labels.json; pass a folder written by advisor train")
+    try:
+        labels = json.loads(path.read_text())
+    except ValueError:
+        labels = None
+    if not isinstance(labels, dict) or not {"class_names", "image_size"} <= set(labels):
+        raise AdvisorError(f"{path} is not a labels.json written by advisor train")
+    return folder, labels
+
+
+def predict(model_dir: str | Path, images: Sequence[str | Path], tflite: str | None = None) -> list[dict[str, Any]]:
+    """Top class and probabilities per image, decoded and resized exactly as in training."""
+    from study.loaders import decode_image
+
+    folder, labels = load_labels(model_dir)
+    names, size = list(labels["class_names"]), int(labels["image_size"])
+    paths = [Path(p).expanduser() for p in images]
+    for p in paths:
+        if not p.is_file():
+            raise AdvisorError(f"image {p} does not exist")
+    batch = np.stack([decode_image(p, size) for p in paths]).astype(np.float32)
+    if tflite is not None:
+        from study.deploy import tflite_interpreter, tflite_predict
+
+        if tflite not in TFLITE_CHOICES:
+            raise AdvisorError(f"--tflite must be one of {', '.join(TFLITE_CHOICES)}, got {tflite!r}")
+        path = folder / f"model_{tflite}.tflite"
+        if not path.is_file():
+            raise AdvisorError(f"--model {folder} has no {path.name} (its conversion failed or it was removed)")
+        proba = tflite_predict(tflite_interpreter(path), batch)
+    else:
+        import keras
+
+        import study.preprocessing  # noqa: F401 - registers the Preprocess layer
+        from study.deploy import keras_predict
+
+        path = folder / "model.keras"
+        if not path.is_file():
+            raise AdvisorError(f"--model {folder} has no model.keras; pass a folder written by advisor train")
+        proba = keras_predict(keras.saving.load_model(path), batch)
+    out = []
+    for p, row in zip(paths, proba, strict=True):
+        k = int(np.argmax(row))
+        out.append({"image": str(p), "class": names[k], "probability": float(row[k]),
+                    "probabilities": {n: float(v) for n, v in zip(names, row, strict=True)}})  # fmt: skip
+    return out
