@@ -273,13 +273,15 @@ def deployment_section(runs: pd.DataFrame) -> dict[str, Any]:
 
 
 def anchor_groups(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Anchors grouped by source: each source's quotes, published protocols and differences are stated once."""
+    """Anchors grouped by source: each source's quotes, protocols, differences and findings are stated once."""
     groups: dict[str, dict[str, Any]] = {}
     for row in rows:
         g = groups.setdefault(row["source"], {"source": row["source"], "url": row["url"], "quotes": [], "rows": [],
-                                              "protocols": {}, "differences": {}})  # fmt: skip
+                                              "protocols": {}, "differences": {}, "findings": []})  # fmt: skip
         if row.get("quote") and row["quote"] not in g["quotes"]:
             g["quotes"].append(row["quote"])
+        if row.get("finding") and row["finding"] not in g["findings"]:
+            g["findings"].append(row["finding"])
         name = row.get("name", row["id"])
         size = row.get("image_size")
         protocol = (f"{row.get('model', name)}; {size}{' px' if isinstance(size, int) else ''}, "

@@ -110,8 +110,9 @@ _STORAGES: dict[str, Any] = {}
 def optuna_storage(url: str | None) -> Any:
     """Optuna's RDB storage on the results database, created once per process.
 
-    Two sweeps starting together on one PostgreSQL database race to create Optuna's tables (PostgreSQL
-    answers the loser with a unique violation on ``pg_type``); the loser retries and finds them made.
+    Two sweeps (or two workers) starting together on one database race to create Optuna's tables: PostgreSQL
+    answers the loser with a unique violation on ``pg_type``, SQLite with "table ... already exists"; the
+    loser retries and finds them made.
     """
     if url is None:
         return None
@@ -125,7 +126,7 @@ def optuna_storage(url: str | None) -> Any:
             try:
                 _STORAGES[url] = optuna.storages.RDBStorage(url)
                 break
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError):
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))

@@ -107,3 +107,25 @@ def test_negative_transfer_flag_on_constructed_results():
     assert not bool(gains.loc["feature_extraction", "significant_gain"])
     assert bool(gains.loc["linear_probe", "significant_gain"])
     assert not bool(gains.loc["linear_probe", "negative_transfer"])
+
+
+def test_optuna_storage_retries_the_table_creation_race(monkeypatch, tmp_path):
+    """Two workers on a fresh SQLite store both create Optuna's tables; the loser sees "already exists" and retries."""
+    import optuna
+    import sqlalchemy.exc
+
+    from study import tuning
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url, *args, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE study_directions", {}, Exception("table exists"))
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    monkeypatch.delitem(tuning._STORAGES, url, raising=False)
+    storage = tuning.optuna_storage(url)
+    assert isinstance(storage, real) and len(calls) == 2
