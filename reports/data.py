@@ -146,6 +146,9 @@ def dataset_table(runs: pd.DataFrame, sims: pd.DataFrame, reference: str | None)
             rec[col] = math.nan
         if reference is not None and not sims.empty:
             mine = sims[(sims["dataset"] == name) & (sims["backbone"] == reference)]
+            if "image_size" in mine.columns and mine["image_size"].nunique() > 1:
+                # one size per dataset: its most-run one (scores at different input sizes are not comparable)
+                mine = mine[mine["image_size"] == group["image_size"].value_counts().idxmax()]
             for col in (SIMILARITY_SCORE, "logme", "knn_accuracy", "linear_probe_accuracy"):
                 if col in mine.columns and mine[col].notna().any():
                     rec[col] = float(_num(mine[col]).mean())
@@ -284,7 +287,8 @@ def key_findings(data: ReportData, winners: pd.DataFrame | None = None) -> list[
     for corr in data.similarity_vs_gain:
         if "rho" in corr:
             out.append(f"Domain gap vs gain ({corr['backbone']}): Spearman ρ = {corr['rho']:+.2f} "
-                       f"(p = {corr['p']:.3g}) over {corr['n_cells']} dataset × size cells; a negative ρ means "
+                       f"(p = {corr['p']:.3g}) over {corr['n_cells']} dataset × size cells at {corr['image_size']} px; "
+                       "a negative ρ means "
                        "transfer gains less the further a dataset is from natural photos.")  # fmt: skip
     deg = int(stats.mark_degenerate(data.runs)["degenerate"].sum())
     if deg:

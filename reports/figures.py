@@ -325,6 +325,8 @@ def gain_vs_similarity(
     ok = gains.dropna(subset=["gain"])
     if ok.empty or scored.empty:
         raise NoData("no cell has both a transfer gain over scratch and a measured similarity score")
+    px = int(ok["image_size"].value_counts().idxmax())  # the scores are per input size: one size per figure
+    ok = ok[ok["image_size"] == px]
     idx = ok.groupby(["dataset", "n_images", "image_size"])["gain"].idxmax()
     best = ok.loc[idx].merge(scored[["dataset", "domain", score]], on="dataset")
     if best.empty:
@@ -350,10 +352,11 @@ def gain_vs_similarity(
                f"(p = {correlation['p']:.2g}, {correlation['n_cells']} cells).")  # fmt: skip
     far = best.sort_values(score).iloc[-1]
     alt = (
-        f"Scatter plot of {len(best)} (dataset, N) cells: x is the measured domain gap ({score}) of each dataset to "
-        f"natural photos, y the best pretrained strategy's accuracy gain over the best from-scratch baseline with "
-        f"its 95 % interval as a vertical line; colour is N ({', '.join(size_order)}), marker shape the domain "
-        f"label ({', '.join(sorted(best['domain'].astype(str).unique()))}). The farthest dataset is "
+        f"Scatter plot of {len(best)} (dataset, N) cells at {px} px: x is the measured domain gap ({score}) of "
+        f"each dataset to natural photos, y the best pretrained strategy's accuracy gain over the best "
+        f"from-scratch baseline with its 95 % interval as a vertical line; colour is N "
+        f"({', '.join(size_order)}), marker shape the domain label "
+        f"({', '.join(sorted(best['domain'].astype(str).unique()))}). The farthest dataset is "
         f"{far['dataset']} ({far['domain']}, {far[score]:.0f})." + rho
     )
     return Figure(uri, alt)

@@ -83,13 +83,19 @@ def best_gain(gains: pd.DataFrame) -> pd.DataFrame:
 
 
 def similarity_vs_gain(gains: pd.DataFrame, sims: pd.DataFrame, backbone: str) -> dict[str, Any]:
-    """Spearman rank correlation between the domain gap (Fréchet distance) and the best gain of transfer."""
+    """Spearman rank correlation between the domain gap (Fréchet distance) and the best gain of transfer.
+
+    Within one image size: a Fréchet distance's scale depends on the input size, so distances measured at
+    different sizes are not comparable. The size with the most (dataset, N) cells is used and recorded.
+    """
     from scipy.stats import spearmanr
 
     best = best_gain(gains)
     s = sims[sims["backbone"] == backbone][["dataset", "image_size", "frechet_distance"]]
     merged = best.merge(s, on=["dataset", "image_size"]).dropna(subset=["frechet_distance", "gain"])
-    out: dict[str, Any] = {"backbone": backbone, "n_cells": len(merged)}
+    size = int(merged["image_size"].value_counts().idxmax()) if len(merged) else None
+    merged = merged[merged["image_size"] == size]
+    out: dict[str, Any] = {"backbone": backbone, "image_size": size, "n_cells": len(merged)}
     if len(merged) >= 3:
         rho, p = spearmanr(merged["frechet_distance"], merged["gain"])
         out.update(rho=float(rho), p=float(p))
