@@ -27,6 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from reports import data as rdata
 from reports import figures as rfig
+from study import analysis
 from study.errors import StudyError
 
 DEFAULT_OUT = Path("reports") / "report.html"
@@ -155,7 +156,7 @@ def figures(data: rdata.ReportData) -> dict[str, Any]:
             "dataset and size (0 = no gain), with 95 % intervals; red crosses mark significant negative transfer.",
         ),
         "gain_similarity": _figure(
-            lambda: rfig.gain_vs_similarity(data.gains, data.datasets, rdata.SIMILARITY_SCORE, _correlation(data)),
+            lambda: rfig.gain_vs_similarity(_gap_gain_cells(data), rdata.SIMILARITY_SCORE, _correlation(data)),
             f"The domain-similarity axis, measured: the best transfer gain of each dataset and size against the "
             f"dataset's Fréchet distance to natural photos ({data.reference_backbone} features); marker shape is the "
             "domain label, colour the training-set size, vertical lines the 95 % intervals.",
@@ -171,6 +172,13 @@ def figures(data: rdata.ReportData) -> dict[str, Any]:
             "the dotted line marks where fine-tuning starts after the head phase.",
         ),
     }
+
+
+def _gap_gain_cells(data: rdata.ReportData) -> pd.DataFrame:
+    """The cells of the gap-vs-gain figure, scored with the backbone that orders the datasets."""
+    if data.reference_backbone is None:
+        return data.gains.iloc[0:0]
+    return analysis.gap_vs_gain_cells(data.gains, data.similarity, data.reference_backbone)
 
 
 def _correlation(data: rdata.ReportData) -> dict[str, Any] | None:
@@ -482,11 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from study.store import ResultsStore, default_url
 
-        store = ResultsStore(args.store or default_url(), create=False)
-        try:
+        with ResultsStore(args.store or default_url(), create=False) as store:
             path = build_report(store, args.out, args.title, args.export_dir)
-        finally:
-            store.close()
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

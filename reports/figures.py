@@ -102,6 +102,18 @@ def _log_sizes(axes: Any, sizes: Sequence[int]) -> None:
             ax.set_xlim(sizes[0] / 1.6, sizes[0] * 1.6)
 
 
+def _finish_dataset_facets(
+    g: Any, sizes: Sequence[int], order: Sequence[str], titles: Mapping[str, str] | None, ylabel: str, ncol: int
+) -> str:
+    """The per-dataset line charts' common finish: log N axis, dataset titles, labels, legend on top; encoded."""
+    _log_sizes(g.axes, sizes)
+    for ax, name in zip(g.axes.flat, order, strict=False):
+        ax.set_title((titles or {}).get(name, name))
+    g.set_axis_labels("training images N (log scale)", ylabel)
+    sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol, frameon=False, title=None)
+    return encode(g.figure)
+
+
 def _wrap(n: int, most: int = 4) -> int:
     return max(1, min(most, n))
 
@@ -156,13 +168,7 @@ def accuracy_vs_size(
             facet_kws={"sharey": False, "sharex": True},
         )  # fmt: skip
         g.map_dataframe(_band, palette=palette)
-        _log_sizes(g.axes, sizes)
-        for ax, name in zip(g.axes.flat, order, strict=False):
-            ax.set_title((titles or {}).get(name, name))
-        g.set_axis_labels("training images N (log scale)", "test accuracy")
-        sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(6, len(hue_order)), frameon=False,
-                        title=None)  # fmt: skip
-        uri = encode(g.figure)
+        uri = _finish_dataset_facets(g, sizes, order, titles, "test accuracy", ncol=min(6, len(hue_order)))
     top = frame.loc[frame.groupby("dataset")["n_images"].transform("max") == frame["n_images"]]
     best = top.loc[top.groupby("dataset")["accuracy_mean"].idxmax()].set_index("dataset")
     leaders = "; ".join(
@@ -290,12 +296,7 @@ def gain_over_scratch(
             errorbar=None, height=2.5, aspect=1.2, facet_kws={"sharey": False},
         )  # fmt: skip
         g.map_dataframe(_gain_bars, palette=palette)
-        _log_sizes(g.axes, sizes)
-        for ax, name in zip(g.axes.flat, order, strict=False):
-            ax.set_title((titles or {}).get(name, name))
-        g.set_axis_labels("training images N (log scale)", "accuracy gain over scratch")
-        sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False, title=None)
-        uri = encode(g.figure)
+        uri = _finish_dataset_facets(g, sizes, order, titles, "accuracy gain over scratch", ncol=4)
     neg = frame[frame["negative_transfer"]].sort_values("gain")
     listed = "; ".join(
         f"{r.strategy}/{r.backbone} on {r.dataset} at N={int(r.n_images)} ({r.gain:+.3f})"
@@ -313,25 +314,17 @@ def gain_over_scratch(
     return Figure(uri, alt)
 
 
-def gain_vs_similarity(
-    gains: pd.DataFrame, datasets: pd.DataFrame, score: str, correlation: Mapping[str, Any] | None = None
-) -> Figure:
+def gain_vs_similarity(cells: pd.DataFrame, score: str, correlation: Mapping[str, Any] | None = None) -> Figure:
     """The measured domain gap on the x axis: best transfer gain per dataset and size against the similarity score.
 
     The rule of thumb's "similar domain" axis, measured: each point is the best pretrained strategy's gain over
-    the best from-scratch baseline of a (dataset, N) cell, placed at the dataset's score and marked by its domain.
+    the best from-scratch baseline of a (dataset, N) cell (``study.analysis.gap_vs_gain_cells``: one image size),
+    placed at its dataset's score and marked by its domain.
     """
-    scored = datasets.dropna(subset=[score]) if score in datasets.columns else datasets.iloc[0:0]
-    ok = gains.dropna(subset=["gain"])
-    if ok.empty or scored.empty:
+    if cells.empty:
         raise NoData("no cell has both a transfer gain over scratch and a measured similarity score")
-    px = int(ok["image_size"].value_counts().idxmax())  # the scores are per input size: one size per figure
-    ok = ok[ok["image_size"] == px]
-    idx = ok.groupby(["dataset", "n_images", "image_size"])["gain"].idxmax()
-    best = ok.loc[idx].merge(scored[["dataset", "domain", score]], on="dataset")
-    if best.empty:
-        raise NoData("no cell has both a transfer gain over scratch and a measured similarity score")
-    best = best.assign(N=best["n_images"].astype(int).astype(str))
+    px = int(cells["image_size"].iloc[0])
+    best = cells.assign(domain=cells["domain"].fillna("unknown"), N=cells["n_images"].astype(int).astype(str))
     size_order = [str(n) for n in sorted(best["n_images"].astype(int).unique())]
     with theme():
         fig, ax = plt.subplots(figsize=(7.2, 4.2))

@@ -82,19 +82,30 @@ def best_gain(gains: pd.DataFrame) -> pd.DataFrame:
     return ok.loc[idx].reset_index(drop=True)
 
 
-def similarity_vs_gain(gains: pd.DataFrame, sims: pd.DataFrame, backbone: str) -> dict[str, Any]:
-    """Spearman rank correlation between the domain gap (Fréchet distance) and the best gain of transfer.
+def gap_vs_gain_cells(gains: pd.DataFrame, sims: pd.DataFrame, backbone: str) -> pd.DataFrame:
+    """Each (dataset, N) cell's best transfer gain beside its dataset's domain gap and domain label.
 
     Within one image size: a Fréchet distance's scale depends on the input size, so distances measured at
-    different sizes are not comparable. The size with the most (dataset, N) cells is used and recorded.
+    different sizes are not comparable. The size with the most cells is kept.
     """
+    best = best_gain(gains)
+    if sims.empty or best.empty:
+        return best.iloc[0:0].assign(domain=None, frechet_distance=None)
+    s = sims[sims["backbone"] == backbone][["dataset", "image_size", "domain", "frechet_distance"]]
+    merged = best.drop(columns="domain", errors="ignore").merge(s, on=["dataset", "image_size"])
+    merged = merged.dropna(subset=["frechet_distance", "gain"])
+    if merged.empty:
+        return merged
+    return merged[merged["image_size"] == merged["image_size"].value_counts().idxmax()].reset_index(drop=True)
+
+
+def similarity_vs_gain(gains: pd.DataFrame, sims: pd.DataFrame, backbone: str) -> dict[str, Any]:
+    """Spearman rank correlation between the domain gap (Fréchet distance) and the best gain of transfer, over
+    the cells of ``gap_vs_gain_cells`` (one image size, recorded)."""
     from scipy.stats import spearmanr
 
-    best = best_gain(gains)
-    s = sims[sims["backbone"] == backbone][["dataset", "image_size", "frechet_distance"]]
-    merged = best.merge(s, on=["dataset", "image_size"]).dropna(subset=["frechet_distance", "gain"])
-    size = int(merged["image_size"].value_counts().idxmax()) if len(merged) else None
-    merged = merged[merged["image_size"] == size]
+    merged = gap_vs_gain_cells(gains, sims, backbone)
+    size = int(merged["image_size"].iloc[0]) if len(merged) else None
     out: dict[str, Any] = {"backbone": backbone, "image_size": size, "n_cells": len(merged)}
     if len(merged) >= 3:
         rho, p = spearmanr(merged["frechet_distance"], merged["gain"])

@@ -106,11 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         url = args.store or default_url()
-        store = ResultsStore(url, create=False)  # a typo'd path must not silently export an empty new store
-        try:
+        with ResultsStore(url, create=False) as store:  # a typo'd path must not silently export an empty new store
             written = export(store, args.out, args.format, args.status)
-        finally:
-            store.close()
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
