@@ -167,7 +167,8 @@ def run_ray(
     cfg = RunnerConfig(**{**asdict(cfg), "threads": threads})
     task = ray.remote(_ray_cell).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)
     t0 = time.perf_counter()
-    pending = [task.remote(asdict(c), asdict(cfg)) for c in cells]
+    keys = {task.remote(asdict(c), asdict(cfg)): c.key for c in cells}
+    pending = list(keys)
     summary = SweepSummary()
     with tqdm(total=len(cells), unit="cell", disable=not progress, dynamic_ncols=True) as bar:
         while pending:
@@ -175,8 +176,8 @@ def run_ray(
             for ref in ready:
                 try:
                     status, key, message = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - the task died more often than max_retries
-                    status, key, message = "failed", "?", f"{type(exc).__name__}: {exc}".splitlines()[0]
+                except Exception as exc:  # noqa: BLE001 - the task raised outside the cell, or died too often
+                    status, key, message = "failed", keys[ref], _task_error(exc)
                 if status == "complete":
                     summary.complete += 1
                 elif status == "failed":
@@ -188,3 +189,9 @@ def run_ray(
                 bar.update(1)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _task_error(exc: BaseException) -> str:
+    """The cause of a failed Ray task in one line: RayTaskError's own first line is only the worker's title."""
+    cause = getattr(exc, "cause", None) or exc
+    return f"{type(cause).__name__}: {cause}".strip().splitlines()[0][:500]

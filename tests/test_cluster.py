@@ -82,6 +82,16 @@ def test_a_ray_worker_killed_mid_cell_is_retried(ray_cluster, tmp_path, datapack
     assert list(ray_cluster.glob("died-retinamnist-*"))  # the first attempt did die
 
 
+def test_a_ray_task_failing_outside_its_cell_names_the_cell_and_the_cause(ray_cluster, tmp_path, datapack):
+    url = f"sqlite:///{tmp_path / 'bad.db'}"
+    cells = _cheap_cells(sizes=(30,))
+    summary = run_ray(cells, _config(url, plugins=("no_such_plugin_module",)), max_retries=0, progress=False)
+    assert summary.failed == len(cells) and summary.complete == 0
+    assert sorted(key for key, _ in summary.failures) == sorted(c.key for c in cells)  # not '?'
+    for _, message in summary.failures:
+        assert message.startswith("StudyError: plugin 'no_such_plugin_module' cannot be imported"), message
+
+
 def _pg_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:

@@ -8,6 +8,7 @@ import os
 import pickle
 import re
 import signal
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -418,6 +419,26 @@ def test_sqlite_uses_wal(store: ResultsStore) -> None:
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+
+
+def test_opening_a_new_store_waits_for_a_writer_instead_of_failing(tmp_path: Path) -> None:
+    """A writer on a not-yet-WAL file blocks the switch to WAL, which SQLite refuses at once ("database is
+    locked") rather than waiting on the busy timeout; two Ray workers opening a fresh store lost this in CI."""
+    import sqlite3
+
+    path = tmp_path / "new.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other (x)")
+    writer.execute("BEGIN IMMEDIATE")  # a RESERVED lock on a rollback-journal file, as a CREATE in progress
+    release = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    release.start()
+    try:
+        opened = ResultsStore(f"sqlite:///{path}")
+    finally:
+        release.join()
+        writer.close()
+    with opened.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 def test_schema_doc_names_every_column() -> None:
