@@ -89,7 +89,10 @@ class CellRunner:
         """
         trained = self.train(cell)
         if cell.deploy:
-            trained.row["metrics"]["deploy"] = self.deployment(trained)
+            started = time.perf_counter()
+            deploy = self.deployment(trained)
+            deploy["seconds"] = time.perf_counter() - started  # not in wall_seconds: --dry-run learns it apart
+            trained.row["metrics"]["deploy"] = deploy
         return trained.row
 
     def deployment(self, trained: TrainedCell, out_dir: Path | None = None) -> dict[str, Any]:

@@ -132,14 +132,13 @@ def _run(args: argparse.Namespace) -> int:
     data_dirs = config.data_dirs()
     _check_inputs(todo, data_dirs)
     log_path = setup_logging(args.log_dir)
-    from study.cell import CellRunner
     from study.executors import RunnerConfig, run_local, run_ray
 
     if args.workers < 1:
         raise StudyError(f"--workers must be at least 1, got {args.workers}")
     cache_dir = args.cache_dir or config.cache_dir()
     if not args.no_similarity:
-        _similarity(todo, store, cache_dir, CellRunner(cache_dir, data_dirs).dataset)
+        _similarity(todo, store, cache_dir, data_dirs)
     runner_config = RunnerConfig(
         store.url, str(cache_dir), tuple(str(d) for d in data_dirs), not args.no_latency, args.retry_failed,
         grid_file=str(args.grid_file) if args.grid_file else None, plugins=tuple(args.plugin),
@@ -161,9 +160,13 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _similarity(cells: list, store: object, cache_dir: Path, load: object) -> None:
+def _similarity(cells: list, store: object, cache_dir: Path, data_dirs: list[Path]) -> None:
     """Domain-similarity scores for every (dataset, pretrained backbone, size) the cells use (cached in the store)."""
+    from study import datasets
     from study.domain import ensure_scores
+
+    def load(name: str, size: int) -> object:
+        return datasets.load(name, size, data_dirs, cache_dir)
 
     by_size: dict[int, tuple[set, set]] = {}
     for c in _pretrained_cells(cells):

@@ -36,6 +36,7 @@ SECONDS_PER_IMAGE_EPOCH = {
 }
 FIXED_SECONDS = {"scratch": 6.0, "full_fine_tune": 8.0, "fine_tune_top": 5.0, "scratch_small": 2.0}
 EXTRACT_SECONDS_PER_IMAGE = 0.006  # frozen forward pass at 96 px, paid once per image and backbone
+DEPLOY_SECONDS = 20.0  # a deploy cell's Keras save/reload + three TFLite conversions and their evaluation
 
 
 @dataclass
@@ -50,16 +51,17 @@ class SweepSummary:
 def estimate_seconds(cell: Cell, history: dict[tuple, tuple[float, float]] | None = None) -> float:
     """Expected wall time of a cell: fitted on the store's finished cells when known, else a cost model."""
     scale = (cell.image_size / 96) ** 2
+    deploy = DEPLOY_SECONDS if cell.deploy else 0.0
     if history:
         fitted = history.get((cell.strategy, cell.backbone, cell.image_size))
         if fitted is not None:
             fixed, per_image = fitted
-            return (fixed + per_image * cell.n_images) * cell.trials
+            return (fixed + per_image * cell.n_images) * cell.trials + deploy
     per = SECONDS_PER_IMAGE_EPOCH.get(cell.strategy, 0.01) * scale
     pretrained = cell.strategy not in ("scratch", "scratch_small")
     extract = EXTRACT_SECONDS_PER_IMAGE * scale * cell.n_images if pretrained else 0.0
     train = 0.8 * cell.n_images * cell.epochs * per  # 80 % of N trains; the full epoch budget (an upper bound)
-    return cell.trials * (FIXED_SECONDS.get(cell.strategy, 1.0) + train) + extract / 4
+    return cell.trials * (FIXED_SECONDS.get(cell.strategy, 1.0) + train) + extract / 4 + deploy
 
 
 def history_rates(store: ResultsStore) -> dict[tuple, tuple[float, float]]:

@@ -170,3 +170,15 @@ def test_grids_are_data(tmp_path):
     bad.write_text('[grids.x]\ndatasets = ["mnist"]\nsizes = [10]\n')
     with pytest.raises(Exception, match="lacks the axes"):
         load_grids(bad)
+
+
+def test_dry_run_estimate_counts_the_deployment_of_a_deploy_cell():
+    from dataclasses import replace
+
+    from study.sweep import DEPLOY_SECONDS, estimate_seconds
+
+    cell = expand(get_grid("deploy"))[0][0]
+    plain = replace(cell, deploy=False)
+    assert estimate_seconds(cell) == pytest.approx(estimate_seconds(plain) + DEPLOY_SECONDS)
+    history = {(cell.strategy, cell.backbone, cell.image_size): (3.0, 0.01)}
+    assert estimate_seconds(cell, history) == pytest.approx(estimate_seconds(plain, history) + DEPLOY_SECONDS)
