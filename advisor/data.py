@@ -174,7 +174,7 @@ def prepare(runs: pd.DataFrame, similarity: pd.DataFrame | None = None) -> pd.Da
     Adds ``group`` (the base dataset: a shift-ladder level belongs to its base), ``gap`` (relative domain gap,
     NaN when unmeasured), ``imbalance`` (pool majority share; NaN when unknown), ``cost_minutes``.
     """
-    from study.stats import mark_degenerate
+    from study.stats import SEPARATE, check_one_budget, mark_degenerate
 
     need = ["dataset", "n_images", "strategy", "backbone", "image_size", "accuracy", "majority_share"]
     missing = [c for c in need if c not in runs.columns]
@@ -183,6 +183,10 @@ def prepare(runs: pd.DataFrame, similarity: pd.DataFrame | None = None) -> pd.Da
     frame = runs.dropna(subset=["accuracy"])
     if frame.empty:
         raise AdvisorError(NO_RESULTS)
+    try:
+        check_one_budget(frame, SEPARATE)
+    except StudyError as error:
+        raise AdvisorError(str(error)) from None
     frame = mark_degenerate(frame)
     frame = frame[~frame["degenerate"]].copy()
     if frame.empty:

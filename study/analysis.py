@@ -140,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = ResultsStore(args.store or default_url(), create=False)
         frame = results_frame(store)
+        summary = stats.summarise(frame)
+        gains = stats.transfer_gain(frame)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = stats.summarise(frame)
-    gains = stats.transfer_gain(frame)
     n_deg = int(stats.mark_degenerate(frame)["degenerate"].sum())
     print(f"# Results: {len(frame)} complete rows, {len(summary)} cells, {n_deg} degenerate rows excluded\n")
     print("## Best strategy per dataset x size (mean test accuracy over seeds, 95 % CI)\n")

@@ -112,6 +112,7 @@ def _run(args: argparse.Namespace) -> int:
     if not cells:
         raise StudyError(f"grid {grid.name!r} has no runnable cells ({len(skipped)} skipped); check --sizes")
     store = ResultsStore(args.store or default_url())
+    _check_budgets(store, cells)
     done = store.finished_keys()
     todo = [c for c in cells if c.key not in done]
     rates = history_rates(store)
@@ -160,13 +161,30 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _check_budgets(store: object, cells: list) -> None:
+    """Refuse, before training, cells whose comparison the store already holds under another training budget."""
+    import pandas as pd
+
+    from study.stats import check_one_budget
+
+    held = store.to_frame()  # type: ignore[attr-defined]
+    if not held.empty:
+        held = held[held["status"].isin(["complete", "running"])]
+    planned = pd.DataFrame([c.store_fields() for c in cells])
+    check_one_budget(
+        pd.concat([held, planned], ignore_index=True),
+        "Sweep a different --trials/--epochs into its own --store (e.g. sqlite:///results/tuned.db), or keep the "
+        "store's budget.",
+    )
+
+
 def _similarity(cells: list, store: object, cache_dir: Path, data_dirs: list[Path]) -> None:
     """Domain-similarity scores for every (dataset, pretrained backbone, size) the cells use (cached in the store)."""
-    from study import datasets
+    from study import data
     from study.domain import ensure_scores
 
     def load(name: str, size: int) -> object:
-        return datasets.load(name, size, data_dirs, cache_dir)
+        return data.load(name, size, data_dirs, cache_dir)
 
     by_size: dict[int, tuple[set, set]] = {}
     for c in _pretrained_cells(cells):

@@ -27,6 +27,11 @@ import pandas as pd
 from study.errors import StudyError
 
 CELL_KEYS: tuple[str, ...] = ("dataset", "n_images", "strategy", "backbone", "image_size")
+COMPARISON_KEYS: tuple[str, ...] = ("dataset", "n_images", "image_size")
+"""The rows whose strategies and backbones are compared with each other (transfer gain, best per cell, advisor)."""
+BUDGET_COLUMNS: tuple[str, ...] = ("trials_budget", "epochs_budget", "augment")
+"""What every option of one comparison must share: comparing a 4-trial search with a 1-trial one is unfair."""
+SEPARATE = "Keep one budget per store: sweep a different --trials/--epochs into its own --store."
 """Columns that identify a cell; rows of one cell differ only by seed."""
 
 SCRATCH_STRATEGIES: tuple[str, ...] = ("scratch", "scratch_small")
@@ -287,6 +292,31 @@ _SUMMARY_COLUMNS = [
 ]
 
 
+def mixed_budgets(frame: pd.DataFrame) -> list[str]:
+    """Comparisons (``COMPARISON_KEYS``) whose rows were trained under more than one budget, described in words."""
+    budget = [c for c in BUDGET_COLUMNS if c in frame.columns]
+    if not budget or frame.empty or any(k not in frame.columns for k in COMPARISON_KEYS):
+        return []
+    described = []
+    for key, rows in frame.groupby(list(COMPARISON_KEYS), sort=True):
+        seen = rows[budget].drop_duplicates()
+        if len(seen) > 1:
+            budgets = " vs ".join(", ".join(f"{c}={v}" for c, v in r.items()) for _, r in seen.iterrows())
+            described.append(f"{key[0]} n={key[1]} at {key[2]} px ({budgets})")
+    return described
+
+
+def check_one_budget(frame: pd.DataFrame, fix: str) -> None:
+    """Refuse a table in which one comparison mixes training budgets; ``fix`` says what to do instead."""
+    mixed = mixed_budgets(frame)
+    if mixed:
+        more = f" and {len(mixed) - 1} more" if len(mixed) > 1 else ""
+        raise StudyError(
+            f"the results mix training budgets within one comparison: {mixed[0]}{more}; strategies must be "
+            f"compared under one budget. {fix}"
+        )
+
+
 def summarise(
     frame: pd.DataFrame,
     n_boot: int = 2000,
@@ -304,6 +334,7 @@ def summarise(
     Each cell uses the same ``rng_seed``, so a cell's numbers do not depend on what else is in the table.
     """
     _require_columns(frame, CELL_KEYS, "summarise")
+    check_one_budget(frame, SEPARATE)
     marked = mark_degenerate(frame, tol)
     records: list[dict[str, Any]] = []
     for key, rows in marked.groupby(list(CELL_KEYS), dropna=False, sort=True):
@@ -360,6 +391,7 @@ def transfer_gain(
     Both are False when there is no usable baseline or no non-degenerate pretrained row.
     """
     _require_columns(frame, CELL_KEYS, "transfer_gain")
+    check_one_budget(frame, SEPARATE)
     marked = mark_degenerate(frame, tol)
     is_scratch = marked["strategy"].isin(SCRATCH_STRATEGIES)
     good_scratch = marked[is_scratch & ~marked["degenerate"]]

@@ -141,6 +141,13 @@ def test_estimator_contract(study):
         Advisor().rules_text()
 
 
+def test_results_mixing_tuning_budgets_are_refused(study):
+    runs, similarity = study
+    mixed = runs.assign(trials_budget=np.where(runs["strategy"] == "scratch_small", 4, 1))
+    with pytest.raises(AdvisorError, match="mix training budgets within one comparison"):
+        Advisor().fit(mixed, similarity)
+
+
 def test_reproducible_and_records_its_data(study):
     a, b = Advisor().fit(*study), Advisor().fit(*study)
     q = {"n_images": 700, "domain": "medical"}

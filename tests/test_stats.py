@@ -15,6 +15,7 @@ from study.stats import (
     difference_ci,
     is_degenerate,
     mark_degenerate,
+    mixed_budgets,
     prediction_summary,
     summarise,
     transfer_gain,
@@ -284,3 +285,18 @@ def test_rows_without_a_measurement_are_degenerate() -> None:
         }
     )
     assert mark_degenerate(frame)["degenerate"].tolist() == [False, True]
+
+
+def test_a_comparison_under_two_training_budgets_is_refused(results: pd.DataFrame) -> None:
+    one_budget = results.assign(trials_budget=1, epochs_budget=10, augment=False)
+    assert mixed_budgets(one_budget) == []
+    summarise(one_budget, n_boot=50)  # one budget: accepted
+    tuned = one_budget["strategy"] == "fine_tune"
+    mixed = one_budget.assign(trials_budget=np.where(tuned, 4, 1))  # the fine-tune searched 4 trials, the rest 1
+    assert mixed_budgets(mixed) == ["toy n=100 at 96 px (trials_budget=1, epochs_budget=10, augment=False vs "
+                                    "trials_budget=4, epochs_budget=10, augment=False)"]  # fmt: skip
+    for compare in (summarise, transfer_gain):
+        with pytest.raises(StudyError, match="mix training budgets within one comparison: toy n=100"):
+            compare(mixed, n_boot=50)
+    other_cell = mixed.assign(n_images=np.where(tuned, 200, 100))  # different comparisons may differ
+    assert mixed_budgets(other_cell) == []

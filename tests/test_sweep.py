@@ -156,6 +156,17 @@ def test_bad_input_fails_before_training_and_writes_nothing(tmp_path, args, mess
     assert not (tmp_path / "logs").exists()
 
 
+def test_a_store_refuses_a_second_tuning_budget_before_training(smoke_store, tmp_path):
+    url = smoke_store[0]
+    before = len(ResultsStore(url).to_frame())
+    proc = study_run("--grid", "smoke", "--trials", "3", "--store", url, "--log-dir", str(tmp_path / "logs"),
+                     "--no-report", timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert "mix training budgets within one comparison" in proc.stderr and "--store" in proc.stderr, proc.stderr
+    assert "trials_budget=1" in proc.stderr and "trials_budget=3" in proc.stderr
+    assert len(ResultsStore(url).to_frame()) == before and not (tmp_path / "logs").exists()
+
+
 def test_grids_are_data(tmp_path):
     grids = load_grids()
     assert {"smoke", "quick", "full"} <= set(grids)
