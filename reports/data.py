@@ -127,8 +127,13 @@ def registry_domain(name: str) -> str:
 
 
 def dataset_table(runs: pd.DataFrame, sims: pd.DataFrame, reference: str | None) -> pd.DataFrame:
-    """One row per dataset with its domain and similarity scores, ordered from most to least similar."""
+    """One row per dataset with its domain and similarity scores, ordered from most to least similar.
+
+    Scores come from the study's main input size (``study.analysis.main_image_size``, as the gap-vs-gain figure):
+    distances at different sizes are not comparable, so a dataset never scored at that size is listed unscored.
+    """
     rows = []
+    size = analysis.main_image_size(runs)
     sim_domains = {} if sims.empty else sims.dropna(subset=["domain"]).groupby("dataset")["domain"].first().to_dict()
     for name, group in runs.groupby("dataset", sort=True):
         domain = group["domain"].dropna() if "domain" in group.columns else pd.Series(dtype=object)
@@ -146,9 +151,8 @@ def dataset_table(runs: pd.DataFrame, sims: pd.DataFrame, reference: str | None)
             rec[col] = math.nan
         if reference is not None and not sims.empty:
             mine = sims[(sims["dataset"] == name) & (sims["backbone"] == reference)]
-            if "image_size" in mine.columns and mine["image_size"].nunique() > 1:
-                # one size per dataset: its most-run one (scores at different input sizes are not comparable)
-                mine = mine[mine["image_size"] == group["image_size"].value_counts().idxmax()]
+            if "image_size" in mine.columns and mine["image_size"].notna().any():
+                mine = mine[mine["image_size"] == size]
             for col in (SIMILARITY_SCORE, "logme", "knn_accuracy", "linear_probe_accuracy"):
                 if col in mine.columns and mine[col].notna().any():
                     rec[col] = float(_num(mine[col]).mean())

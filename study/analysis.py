@@ -82,11 +82,17 @@ def best_gain(gains: pd.DataFrame) -> pd.DataFrame:
     return ok.loc[idx].reset_index(drop=True)
 
 
+def main_image_size(frame: pd.DataFrame) -> int | None:
+    """The input size with the most rows: where domain gaps are compared (they are not comparable across sizes)."""
+    sizes = frame["image_size"].dropna() if "image_size" in frame.columns else pd.Series(dtype=float)
+    return int(sizes.value_counts().idxmax()) if len(sizes) else None
+
+
 def gap_vs_gain_cells(gains: pd.DataFrame, sims: pd.DataFrame, backbone: str) -> pd.DataFrame:
     """Each (dataset, N) cell's best transfer gain beside its dataset's domain gap and domain label.
 
     Within one image size: a Fréchet distance's scale depends on the input size, so distances measured at
-    different sizes are not comparable. The size with the most cells is kept.
+    different sizes are not comparable. The size with the most cells is kept (``main_image_size``).
     """
     best = best_gain(gains)
     if sims.empty or best.empty:
@@ -96,7 +102,7 @@ def gap_vs_gain_cells(gains: pd.DataFrame, sims: pd.DataFrame, backbone: str) ->
     merged = merged.dropna(subset=["frechet_distance", "gain"])
     if merged.empty:
         return merged
-    return merged[merged["image_size"] == merged["image_size"].value_counts().idxmax()].reset_index(drop=True)
+    return merged[merged["image_size"] == main_image_size(merged)].reset_index(drop=True)
 
 
 def similarity_vs_gain(gains: pd.DataFrame, sims: pd.DataFrame, backbone: str) -> dict[str, Any]:
