@@ -27,12 +27,15 @@ import pandas as pd
 from study.errors import StudyError
 
 CELL_KEYS: tuple[str, ...] = ("dataset", "n_images", "strategy", "backbone", "image_size")
+"""Columns that identify a cell; rows of one cell differ only by seed."""
+
 COMPARISON_KEYS: tuple[str, ...] = ("dataset", "n_images", "image_size")
 """The rows whose strategies and backbones are compared with each other (transfer gain, best per cell, advisor)."""
+
 BUDGET_COLUMNS: tuple[str, ...] = ("trials_budget", "epochs_budget", "augment")
 """What every option of one comparison must share: comparing a 4-trial search with a 1-trial one is unfair."""
+
 SEPARATE = "Keep one budget per store: sweep a different --trials/--epochs into its own --store."
-"""Columns that identify a cell; rows of one cell differ only by seed."""
 
 SCRATCH_STRATEGIES: tuple[str, ...] = ("scratch", "scratch_small")
 """Strategies trained from random initialisation: the baselines that transfer must beat."""

@@ -876,9 +876,12 @@ def _sqlite_setup(engine: Engine, *, memory: bool) -> None:
 
 
 def _enable_wal(cursor: Any, timeout: float = 30.0) -> None:
-    """Switch a file to WAL, waiting out other connections: the switch fails at once ("database is locked")
-    instead of calling the busy handler, so workers opening a new store together could lose (~1 in 200 pairs,
-    measured; it failed a Ray test in CI). A file already in WAL mode stays so; only reading it is needed."""
+    """Switch a file to WAL, waiting out other connections.
+
+    SQLite refuses the switch at once ("database is locked") while another connection writes a rollback-journal
+    file, without calling the busy handler, so processes opening a new store together could lose (3 of 300 racing
+    pairs, measured; it failed a Ray test in CI). A file already in WAL mode stays so: reading the mode suffices.
+    """
     import sqlite3
 
     deadline, pause = time.monotonic() + timeout, 0.01
