@@ -367,7 +367,7 @@ def test_grid_cell_with_deploy_records_deployment_metrics(tmp_path, datapack, ke
     )
     assert deploy["keras"]["accuracy"] == pytest.approx(row["accuracy"], abs=1 / 60 + 1e-9)
     assert deploy["keras_reload_max_abs_diff"] < 1e-6 and deploy["n_test"] == 60
-    assert deploy["seconds"] > 0 and row["metrics"]["wall_seconds"] > 0  # deployment timed apart from training
+    assert deploy["seconds"] > 0  # the deployment step's own wall time (dry-run budgets it apart)
 
     store = ResultsStore(f"sqlite:///{tmp_path / 'study.db'}")
     assert store.claim({**cell.store_fields(), "cell_key": cell.key})
