@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from advisor.data import OTHER, AdvisorError
+from study.deploy import VARIANTS
 from study.errors import StudyError
 
 TOP_SHOWN = 6
@@ -77,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify images with a model written by advisor train")
     pr.add_argument("--model", required=True, metavar="DIR", help="folder written by advisor train")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    pr.add_argument("--tflite", choices=["float32", "float16", "int8"], help="use this TFLite model, not model.keras")
+    pr.add_argument("--tflite", choices=list(VARIANTS), help="use this TFLite model, not model.keras")
     pr.add_argument("--json", action="store_true", help="print every class probability as JSON")
     return p
 

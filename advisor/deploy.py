@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 
 from advisor.data import OTHER, AdvisorError, as_json
+from study.deploy import VARIANTS
 
 TRAIN_GRID = "advisor-train"
 """The ``grid`` label of the cell ``advisor train`` runs (it is never stored)."""
 FALLBACK_BACKBONE = "mobilenet_v2"
 """Backbone for an overridden pretrained strategy when the advisor has no option with a backbone."""
-TFLITE_CHOICES = ("float32", "float16", "int8")
 
 
 @dataclass
@@ -188,7 +188,7 @@ def train(
         try:
             say("exporting model.keras and TFLite float32 / float16 / int8 and measuring them")
             deploy = runner.deployment(trained, out_dir=tmp)
-            failed = [v for v in TFLITE_CHOICES if "error" in deploy[f"tflite_{v}"]]
+            failed = [v for v in VARIANTS if "error" in deploy[f"tflite_{v}"]]
             for v in failed:
                 if warn:
                     warn(f"TFLite {v} conversion failed: {deploy[f'tflite_{v}']['error']}")
@@ -209,7 +209,7 @@ def train(
                 "output": "class probabilities in class_names order",
                 "tflite_int8_io": deploy["int8_io"],
                 "files": {"keras": "model.keras",
-                          **{v: f"model_{v}.tflite" for v in TFLITE_CHOICES if v not in failed}},
+                          **{v: f"model_{v}.tflite" for v in VARIANTS if v not in failed}},
             }  # fmt: skip
             row = trained.row
             m = row["metrics"]
@@ -254,7 +254,7 @@ def format_train(outcome: TrainOutcome) -> str:
              f"on {t['n_test']} held-out images",
              "", f"{'format':<16}{'MB':>8}{'latency ms':>12}{'accuracy':>10}"]  # fmt: skip
     v = m["variants"]
-    for key in ("keras", *(f"tflite_{x}" for x in TFLITE_CHOICES)):
+    for key in ("keras", *(f"tflite_{x}" for x in VARIANTS)):
         r = v[key]
         if "error" in r:
             lines.append(f"{key:<16}failed: {r['error']}")
@@ -296,8 +296,8 @@ def predict(model_dir: str | Path, images: Sequence[str | Path], tflite: str | N
     if tflite is not None:
         from study.deploy import tflite_interpreter, tflite_predict
 
-        if tflite not in TFLITE_CHOICES:
-            raise AdvisorError(f"--tflite must be one of {', '.join(TFLITE_CHOICES)}, got {tflite!r}")
+        if tflite not in VARIANTS:
+            raise AdvisorError(f"--tflite must be one of {', '.join(VARIANTS)}, got {tflite!r}")
         path = folder / f"model_{tflite}.tflite"
         if not path.is_file():
             raise AdvisorError(f"--model {folder} has no {path.name} (its conversion failed or it was removed)")

@@ -28,6 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from reports import data as rdata
 from reports import figures as rfig
 from study import analysis
+from study.deploy import VARIANTS
 from study.errors import StudyError
 
 DEFAULT_OUT = Path("reports") / "report.html"
@@ -211,9 +212,6 @@ def advisor_section(runs: pd.DataFrame, sims: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-DEPLOY_VARIANTS = ("float32", "float16", "int8")
-
-
 def _deploy_record(metrics: Any) -> dict[str, Any] | None:
     """``metrics["deploy"]`` of one row (``study.deploy.deployment_metrics``), or None."""
     if isinstance(metrics, str):
@@ -239,7 +237,7 @@ def deployment_frame(runs: pd.DataFrame) -> pd.DataFrame:
                "params": rec.get("total_params"), "keras MB": keras.get("mb"), "keras ms": keras.get("latency_ms"),
                "keras accuracy": keras.get("accuracy")}  # fmt: skip
         failed = []
-        for v in DEPLOY_VARIANTS:
+        for v in VARIANTS:
             r = deploy.get(f"tflite_{v}") or {}
             if "error" in r:
                 failed.append(v)

@@ -21,6 +21,7 @@ import numpy as np
 
 from study import data as datasets
 from study.backbones import get_backbone, resolve_weights, weights_checksum
+from study.config import cpu_count
 from study.errors import StudyError
 from study.features import FeatureEngine
 from study.grid import NO_BACKBONE, Cell
@@ -223,14 +224,8 @@ def provenance(data_checksum: str, weights_sha256: str | None) -> dict[str, Any]
         "python": platform.python_version(),
         "host": socket.gethostname(),
         "machine": platform.machine(),
-        "cpus": _cpus(),
+        "cpus": cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "data_checksum": data_checksum,
         "weights_sha256": weights_sha256,
     }
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

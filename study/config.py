@@ -1,4 +1,4 @@
-"""Where things live on disk, read once from the environment.
+"""Where things live on disk, read once from the environment, and how many CPUs this process may use.
 
 Only the entry points call these; lower layers receive paths as arguments (benchopt's rule: flags and
 environment become plain values at the edge).
@@ -15,6 +15,11 @@ import os
 from pathlib import Path
 
 DEFAULT_HOME = Path(os.path.expanduser("~")) / ".cache" / "transfer-study"
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask: a container or ``taskset`` may allow fewer than exist)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def data_dirs() -> list[Path]:

@@ -24,7 +24,6 @@ pool (Keras); sizes are file sizes in MB (10^6 bytes).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from study.config import cpu_count
 
 VARIANTS = ("float32", "float16", "int8")
 REPRESENTATIVE_IMAGES = 100
@@ -49,10 +50,6 @@ def representative_sample(images: np.ndarray, n: int = REPRESENTATIVE_IMAGES, se
         return images
     idx = np.sort(np.random.default_rng(seed).choice(len(images), size=n, replace=False))
     return images[idx]
-
-
-def cpu_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def export_saved_model(model: Any, image_size: int, path: Path) -> Path:
@@ -92,7 +89,7 @@ def tflite_interpreter(model: bytes | str | Path, threads: int | None = None) ->
     TF 2.21 still ships ``tf.lite.Interpreter`` (deprecated in favour of LiteRT); its deprecation warning is
     silenced here because the fallback is deliberate.
     """
-    kwargs: dict[str, Any] = {"num_threads": threads or cpu_threads()}
+    kwargs: dict[str, Any] = {"num_threads": threads or cpu_count()}
     if isinstance(model, bytes):
         kwargs["model_content"] = model
     else:
@@ -228,7 +225,7 @@ def deployment_metrics(
 
     import study.preprocessing  # noqa: F401 - registers Preprocess for load_model
 
-    threads = threads or cpu_threads()
+    threads = threads or cpu_count()
     x = np.asarray(x_test_images, dtype=np.float32)
     y = np.asarray(y_test, dtype=np.int64)
     calib = np.asarray(representative_sample(np.asarray(representative)), dtype=np.float32)

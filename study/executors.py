@@ -14,12 +14,12 @@ Every executor returns the same ``SweepSummary``.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from study.config import cpu_count
 from study.grid import Cell
 from study.sweep import SweepSummary, run_cells
 
@@ -66,10 +66,6 @@ def _make_runner(cfg: RunnerConfig) -> Any:
 
     dirs = [Path(d) for d in cfg.data_dirs] if cfg.data_dirs else None
     return CellRunner(Path(cfg.cache_dir), dirs, tuning_storage=cfg.store_url, measure_latency=cfg.measure_latency)
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def run_local(cells: list[Cell], cfg: RunnerConfig, workers: int = 1, progress: bool = True) -> SweepSummary:
