@@ -41,13 +41,11 @@ def sample_cells(grid_name: str, every: int) -> list[Any]:
 
 def warm_decoded(cells: list[Any], cache: Path) -> float:
     """Decode every dataset the cells use once, into the shared decoded-image cache; returns seconds."""
-    from study import config
-    from study.cell import CellRunner
+    from study import config, data
 
     t0 = time.perf_counter()
-    runner = CellRunner(cache, config.data_dirs())
     for name, size in sorted({(c.dataset, c.image_size) for c in cells}):
-        runner.dataset(name, size)
+        data.load(name, size, config.data_dirs(), cache)
     return time.perf_counter() - t0
 
 
@@ -85,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     try:
         decoded = root / "decoded"
-        decoded.mkdir()
         print(f"decoded-image cache warmed in {warm_decoded(cells, root / 'warm'):.0f} s")
-        shutil.rmtree(decoded)
         (root / "warm" / "decoded").rename(decoded)
         results = {}
         for workers in (1, args.workers):
