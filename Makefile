@@ -28,6 +28,7 @@ $(VENV)/.installed: pyproject.toml
 
 study: install
 	$(PY) -m study.run --grid $(GRID) --workers $(WORKERS) $(ARGS)
+	$(PY) -m reports.build $(if $(STORE),--store $(STORE))
 
 test: install lint
 	$(PY) -m pytest $(ARGS)

@@ -24,13 +24,13 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from advisor.data import OTHER, AdvisorError
-from study.deploy import VARIANTS
+from advisor.fitted import load_fitted
 from study.errors import StudyError
+from study.train.deploy import VARIANTS
 
 TOP_SHOWN = 6
 
@@ -98,18 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _load_and_fit(source: str | None) -> tuple[Any, Any, Any, float]:
-    from advisor.data import load_results
-    from advisor.model import Advisor
-
-    runs, similarity = load_results(source)
-    t0 = time.perf_counter()
-    advisor = Advisor().fit(runs, similarity)
-    return advisor, runs, similarity, time.perf_counter() - t0
-
-
 def _fit(args: argparse.Namespace) -> int:
-    advisor, runs, _, seconds = _load_and_fit(args.results)
+    advisor, runs, _, seconds = load_fitted(args.results)
     f = advisor.fitted_on_
     r = advisor.runs_
     print(f"fitted on {f['source']}: {f['n_rows']} runs ({f['n_excluded_degenerate']} degenerate excluded), "
@@ -142,7 +132,7 @@ def _recommend(args: argparse.Namespace) -> int:
     # validate the numbers before anything slow happens
     Traits(n_images=args.n_images or 1, domain=domain, n_classes=args.n_classes, image_size=args.image_size,
            budget_minutes=args.budget)  # fmt: skip
-    advisor, *_ = _load_and_fit(args.results)
+    advisor, *_ = load_fitted(args.results)
     advisor._check_domain(domain)
     values: dict[str, Any] = {"domain": domain, "n_classes": args.n_classes, "image_size": args.image_size,
                               "backbone": args.backbone, "budget_minutes": args.budget}  # fmt: skip
@@ -251,7 +241,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> int:
-    advisor, *_ = _load_and_fit(args.results)
+    advisor, *_ = load_fitted(args.results)
     print(advisor.rules_text())
     return 0
 

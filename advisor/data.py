@@ -1,9 +1,9 @@
-"""Where the advisor's evidence comes from: the results store, or the tables ``python -m study.export`` wrote.
+"""Where the advisor's evidence comes from: the results store, or the tables ``python -m study.analysis.export`` wrote.
 
 ``load_results(source)`` returns the two tidy frames the advisor fits on: one row per complete run (metrics
-flattened, as ``study.analysis.results_frame``) and one row per (dataset, backbone, image size) similarity
-measurement (as ``study.analysis.similarity_table``). ``prepare`` turns them into the training table: degenerate
-runs dropped (``study.stats.mark_degenerate``), the domain gap attached to every run, traits derived.
+flattened, as ``study.analysis.tables.results_frame``) and one row per (dataset, backbone, image size) similarity
+measurement (as ``study.analysis.tables.similarity_table``). ``prepare`` turns them into the training table: degenerate
+runs dropped (``study.analysis.stats.mark_degenerate``), the domain gap attached to every run, traits derived.
 
 Why a relative gap: a Fréchet distance depends on the backbone's feature width and the image size, so the raw
 numbers of two backbones are not comparable. Dividing by the median distance of the study's natural-photo
@@ -36,7 +36,7 @@ OTHER = "other"
 
 NO_RESULTS = (
     "no results to fit on: pass --results with a results store URL, a .db file or an export folder "
-    "(python -m study.export), or run a sweep first (make study)"
+    "(python -m study.analysis.export), or run a sweep first (make study)"
 )
 
 
@@ -87,8 +87,8 @@ def load_results(source: str | Path | None = None) -> tuple[pd.DataFrame, pd.Dat
 
 
 def _from_store(url: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from study.analysis import results_frame, similarity_table
-    from study.store import ResultsStore
+    from study.analysis.tables import results_frame, similarity_table
+    from study.engine.store import ResultsStore
 
     store = ResultsStore(url, create=False)
     try:
@@ -121,11 +121,13 @@ def _decode(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _from_export(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from study.analysis import flatten, similarity_table
+    from study.analysis.tables import flatten, similarity_table
 
     runs = _read_table(folder, "runs")
     if runs is None:
-        raise AdvisorError(f"{folder} holds no runs.parquet or runs.csv; export one with python -m study.export")
+        raise AdvisorError(
+            f"{folder} holds no runs.parquet or runs.csv; export one with python -m study.analysis.export"
+        )
     runs = _decode(runs)
     if "status" in runs.columns:
         runs = runs[runs["status"] == "complete"]
@@ -174,7 +176,7 @@ def prepare(runs: pd.DataFrame, similarity: pd.DataFrame | None = None) -> pd.Da
     Adds ``group`` (the base dataset: a shift-ladder level belongs to its base), ``gap`` (relative domain gap,
     NaN when unmeasured), ``imbalance`` (pool majority share; NaN when unknown), ``cost_minutes``.
     """
-    from study.stats import SEPARATE, check_one_budget, mark_degenerate
+    from study.analysis.stats import SEPARATE, check_one_budget, mark_degenerate
 
     need = ["dataset", "n_images", "strategy", "backbone", "image_size", "accuracy", "majority_share"]
     missing = [c for c in need if c not in runs.columns]
@@ -212,7 +214,7 @@ def _domains(frame: pd.DataFrame, similarity: pd.DataFrame | None) -> pd.Series:
     Why three sources: the store's ``runs.domain`` can be empty (the claimed cell carries no domain), while the
     ``datasets`` table and the dataset registry know it; a shift-ladder level is always ``shifted``.
     """
-    from study.data import describe
+    from study.data.catalog import describe
 
     known: dict[str, str] = {}
     if similarity is not None and not similarity.empty and "domain" in similarity.columns:

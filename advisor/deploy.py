@@ -3,19 +3,19 @@
 ``train`` measures a user's image folder (``advisor.traits.measure``), takes the advisor's top recommendation
 (``--strategy`` / ``--backbone`` override it), and trains it with the study's own protocol and code: the folder is
 registered as a dataset, its pool split into stratified train/validation parts and a held-out test part
-(``study.cell.CellRunner``: the same sampling, tuning, degenerate-model retries and metrics as every cell of the
+(``study.engine.cell.CellRunner``: the same sampling, tuning, degenerate-model retries and metrics as every cell of the
 study), then writes into the output folder:
 
 - ``model.keras``: raw RGB images (float 0..255, S x S x 3) in, class probabilities out; the backbone's
-  preprocessing is inside as the registered layer ``study.preprocessing.Preprocess``;
+  preprocessing is inside as the registered layer ``study.zoo.preprocessing.Preprocess``;
 - ``model_float32.tflite``, ``model_float16.tflite``, ``model_int8.tflite``: the same model for TFLite (int8:
-  full-integer inside, float32 input and output; ``study.deploy``);
+  full-integer inside, float32 input and output; ``study.train.deploy``);
 - ``labels.json``: class names in output order, image size, backbone, strategy, preprocessing mode;
 - ``metrics.json``: test accuracy and balanced accuracy, each variant's size / latency / accuracy, the
   hyper-parameters used, the measured traits and the advisor's recommendation.
 
 Everything is written to a temporary sibling folder and renamed at the end, so the output folder is either
-complete or untouched. ``predict`` decodes images with the training code (``study.loaders.decode_image``).
+complete or untouched. ``predict`` decodes images with the training code (``study.data.loaders.decode_image``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from advisor.data import OTHER, AdvisorError, as_json
-from study.deploy import VARIANTS
+from study.train.deploy import VARIANTS
 
 TRAIN_GRID = "advisor-train"
 """The ``grid`` label of the cell ``advisor train`` runs (it is never stored)."""
@@ -45,7 +45,7 @@ class TrainOutcome:
     out_dir: Path
     labels: dict[str, Any]
     metrics: dict[str, Any]
-    trained: Any  # study.cell.TrainedCell: the model is trained.result.model()
+    trained: Any  # study.engine.cell.TrainedCell: the model is trained.result.model()
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -57,8 +57,8 @@ def _check_out(out: Path, force: bool) -> None:
 
 def _choose(rec: Any, strategy: str | None, backbone: str | None) -> tuple[str, str, Any]:
     """(strategy, backbone, the advisor option it corresponds to or None) after the overrides."""
-    from study.grid import NO_BACKBONE
-    from study.strategies import get_strategy
+    from study.engine.grid import NO_BACKBONE
+    from study.train.strategies import get_strategy
 
     options = [o for o in rec.options if strategy is None or o.strategy == strategy]
     options = [o for o in options if backbone is None or o.backbone in (backbone, NO_BACKBONE)]
@@ -118,16 +118,16 @@ def train(
     say: Callable[[str], None] | None = None,
 ) -> TrainOutcome:
     """Train the advised (or given) strategy on the folder and write the deployable model to ``out``."""
-    from advisor.cli import _load_and_fit
+    from advisor.fitted import load_fitted
     from advisor.model import Traits
     from advisor.traits import check_folder, folder_dataset_name, measure
     from study import config
-    from study import data as study_data
-    from study.backbones import check_image_size, get_backbone
-    from study.cell import CellRunner
-    from study.datasets import register_image_folder, unregister_dataset
-    from study.grid import Cell
-    from study.strategies import get_strategy
+    from study.data import catalog as study_data
+    from study.data.datasets import register_image_folder, unregister_dataset
+    from study.engine.cell import CellRunner
+    from study.engine.grid import Cell
+    from study.train.strategies import get_strategy
+    from study.zoo.backbones import check_image_size, get_backbone
 
     say = say or (lambda _m: None)
     out = Path(out).expanduser().resolve()
@@ -148,7 +148,7 @@ def train(
         raise AdvisorError(f"--data-dir {root} has only one class; put one sub-folder of images per class in it "
                            "(at least two classes)")  # fmt: skip
 
-    advisor, *_ = _load_and_fit(results)
+    advisor, *_ = load_fitted(results)
     advisor._check_domain(domain_label)
     if domain is None:
         say("note: no --domain given: the advice rests on the measured domain gap")
@@ -193,7 +193,7 @@ def train(
                 if warn:
                     warn(f"TFLite {v} conversion failed: {deploy[f'tflite_{v}']['error']}")
             data = trained.data
-            from study.deploy import keras_predict
+            from study.train.deploy import keras_predict
 
             exported = keras_predict(model, data.test.images[data.test_idx])
             study_diff = float(np.max(np.abs(exported - trained.result.test_proba))) if len(exported) else 0.0
@@ -205,7 +205,7 @@ def train(
                 "strategy": chosen_strategy,
                 "preprocessing": mode,
                 "input": f"float32 RGB 0..255, shape [batch, {size}, {size}, 3] (TFLite: batch 1); decode and "
-                "resize with study.loaders.decode_image",
+                "resize with study.data.loaders.decode_image",
                 "output": "class probabilities in class_names order",
                 "tflite_int8_io": deploy["int8_io"],
                 "files": {"keras": "model.keras",
@@ -284,7 +284,7 @@ def load_labels(model_dir: str | Path) -> tuple[Path, dict[str, Any]]:
 
 def predict(model_dir: str | Path, images: Sequence[str | Path], tflite: str | None = None) -> list[dict[str, Any]]:
     """Top class and probabilities per image, decoded and resized exactly as in training."""
-    from study.loaders import decode_image
+    from study.data.loaders import decode_image
 
     folder, labels = load_labels(model_dir)
     names, size = list(labels["class_names"]), int(labels["image_size"])
@@ -294,7 +294,7 @@ def predict(model_dir: str | Path, images: Sequence[str | Path], tflite: str | N
             raise AdvisorError(f"image {p} does not exist")
     batch = np.stack([decode_image(p, size) for p in paths]).astype(np.float32)
     if tflite is not None:
-        from study.deploy import tflite_interpreter, tflite_predict
+        from study.train.deploy import tflite_interpreter, tflite_predict
 
         if tflite not in VARIANTS:
             raise AdvisorError(f"--tflite must be one of {', '.join(VARIANTS)}, got {tflite!r}")
@@ -305,8 +305,8 @@ def predict(model_dir: str | Path, images: Sequence[str | Path], tflite: str | N
     else:
         import keras
 
-        import study.preprocessing  # noqa: F401 - registers the Preprocess layer
-        from study.deploy import keras_predict
+        import study.zoo.preprocessing  # noqa: F401 - registers the Preprocess layer
+        from study.train.deploy import keras_predict
 
         path = folder / "model.keras"
         if not path.is_file():

@@ -176,7 +176,7 @@ def _best_backbone(strategy: str | None, measured: pd.Series) -> tuple[str | Non
 
 
 def _known_label(advisor: Advisor, domain: str) -> bool:
-    from study.datasets import known_domains
+    from study.data.datasets import known_domains
 
     return domain in known_domains() or domain in advisor.domains_
 

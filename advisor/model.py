@@ -289,7 +289,7 @@ class Advisor(BaseEstimator):
             ) -> Advisor:  # fmt: skip
         """Learn from a results frame (``advisor.data.load_results``; its tuple is accepted as is).
 
-        Degenerate runs are left out (``study.stats.mark_degenerate``): their accuracy says nothing comparable.
+        Degenerate runs are left out (``study.analysis.stats.mark_degenerate``): their accuracy says nothing comparable.
         """
         if isinstance(runs, tuple) and similarity is None:
             runs, similarity = runs
@@ -397,7 +397,7 @@ class Advisor(BaseEstimator):
         return t, self._with_features(pd.DataFrame([row])), assumed
 
     def _check_domain(self, domain: str) -> None:
-        from study.datasets import known_domains
+        from study.data.datasets import known_domains
 
         known = sorted({*known_domains(), *self.domains_, SHIFTED, OTHER})
         if domain not in known:
@@ -494,7 +494,7 @@ class Advisor(BaseEstimator):
         return distance_matrix(q.to_frame().T, cells)[0]
 
     def _evidence(self, q: pd.Series, strategy: str, backbone: str) -> tuple[list[Evidence], pd.DataFrame]:
-        from study.stats import summarise
+        from study.analysis.stats import summarise
 
         runs = self.runs_[(self.runs_["strategy"] == strategy) & (self.runs_["backbone"] == backbone)]
         keys = ["dataset", "n_images", "image_size"]
@@ -650,7 +650,7 @@ class Advisor(BaseEstimator):
 
 def _strategy_recipe(strategy: str) -> str:
     try:
-        from study.strategies import get_strategy
+        from study.train.strategies import get_strategy
 
         return get_strategy(strategy).recipe
     except Exception:  # a strategy from another version of the study: no recipe text, the numbers still stand

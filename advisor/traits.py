@@ -2,7 +2,7 @@
 
 Counting and reading image headers is instant and needs no TensorFlow; the domain gap runs a fixed sample of
 the folder (and the study's natural-photo reference) through each frozen backbone the advisor was fitted with,
-exactly as the study measured its own datasets (``study.domain.measure``), then expresses the Fréchet distance
+exactly as the study measured its own datasets (``study.probes.domain.measure``), then expresses the Fréchet distance
 relative to the study's natural datasets (``advisor.data.gap_scales``) and averages over backbones.
 
 The folder layout is the study's: one sub-folder per class, or ``train/`` + ``test/`` (``val/``) each holding the
@@ -27,7 +27,7 @@ SIZE_SAMPLE = 200
 
 
 def _has_images(folder: Path) -> bool:
-    from study.loaders import IMAGE_EXTENSIONS
+    from study.data.loaders import IMAGE_EXTENSIONS
 
     for _, _, files in os.walk(folder):
         if any(Path(f).suffix.lower() in IMAGE_EXTENSIONS and not f.startswith(".") for f in files):
@@ -84,8 +84,8 @@ def measure(
     backbones at the size closest to ``image_size``. A backbone whose weights or reference data are missing is
     skipped with a warning (``warn``); with none measured, ``gap`` is None and the advisor assumes one.
     """
-    from study import data as study_data
-    from study.datasets import register_image_folder, unregister_dataset
+    from study.data import catalog as study_data
+    from study.data.datasets import register_image_folder, unregister_dataset
 
     root = check_folder(path)
     name = folder_dataset_name(root)
@@ -114,9 +114,9 @@ def _gap(
     name: str, scales: dict[tuple[str, int], float], image_size: int | None, warn: Callable[[str], None] | None
 ) -> tuple[float | None, dict[str, float]]:
     from study import config
-    from study import data as study_data
-    from study.domain import measure as measure_scores
-    from study.features import FeatureEngine
+    from study.cache.features import FeatureEngine
+    from study.data import catalog as study_data
+    from study.probes.domain import measure as measure_scores
 
     cache = config.cache_dir()
     engine = FeatureEngine(cache)

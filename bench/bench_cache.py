@@ -35,8 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def _cell(images: np.ndarray, labels: np.ndarray, n_train: int, size: int, fingerprint: str) -> Any:
     """Pool = train + validation images; the engine validates on the same 1000 images the recipe does."""
-    from study.loaders import ImageSet
-    from study.training import CellData
+    from study.data.cell_data import CellData
+    from study.data.loaders import ImageSet
 
     pool = ImageSet(images, labels, [str(i) for i in range(len(labels))])
     return CellData(
@@ -46,7 +46,7 @@ def _cell(images: np.ndarray, labels: np.ndarray, n_train: int, size: int, finge
 
 
 def _load(size: int) -> tuple[np.ndarray, np.ndarray, str]:
-    from study.data import load
+    from study.data.catalog import load
 
     ds = load("cats_and_dogs_filtered", size)
     images = np.concatenate([ds.pool.images, ds.test.images])
@@ -58,8 +58,8 @@ def _recipe_model(spec: Any, size: int, cfg: Any, top_k: int | None = None) -> t
     """The tutorials' model: image -> frozen backbone (or frozen prefix + trainable top) -> GAP -> head."""
     import keras
 
-    from study.backbones import build_backbone
-    from study.strategies import unfreeze
+    from study.train.strategies import unfreeze
+    from study.zoo.backbones import build_backbone
 
     backbone = build_backbone(spec, size)
     backbone.trainable = False
@@ -83,8 +83,8 @@ def _recipe_model(spec: Any, size: int, cfg: Any, top_k: int | None = None) -> t
 
 def _recipe_fit(model: Any, spec: Any, images: np.ndarray, labels: np.ndarray, tr: Any, va: Any, cfg: Any,
                 lr: float) -> list[dict]:  # fmt: skip
-    from study.backbones import preprocess_fn
-    from study.training import fit, make_dataset
+    from study.train.training import fit, make_dataset
+    from study.zoo.backbones import preprocess_fn
 
     prep = preprocess_fn(spec)
 
@@ -99,16 +99,16 @@ def _recipe_fit(model: Any, spec: Any, images: np.ndarray, labels: np.ndarray, t
 
 
 def _recipe_accuracy(model: Any, spec: Any, images: np.ndarray, labels: np.ndarray) -> float:
-    from study.strategies import _predict_images
+    from study.train.strategies import _predict_images
 
     return float((_predict_images(model, images, spec).argmax(1) == labels).mean())
 
 
 def part_single(args: argparse.Namespace) -> dict[str, float]:
-    from study.backbones import get_backbone
-    from study.features import FeatureEngine
-    from study.strategies import run_feature_extraction
-    from study.training import TrainConfig
+    from study.cache.features import FeatureEngine
+    from study.train.strategies import run_feature_extraction
+    from study.train.training import TrainConfig
+    from study.zoo.backbones import get_backbone
 
     size, spec = 160, get_backbone("mobilenet_v2")
     images, labels, fp = _load(size)
@@ -140,11 +140,12 @@ def _trial_configs(n: int, rng_seed: int = 0) -> list[dict[str, float]]:
 
 
 def part_subgrid(args: argparse.Namespace) -> dict[str, float]:
-    from study.backbones import get_backbone
-    from study.features import FeatureEngine
-    from study.sampling import train_val_split
-    from study.strategies import run_feature_extraction
-    from study.training import CellData, TrainConfig
+    from study.cache.features import FeatureEngine
+    from study.data.cell_data import CellData
+    from study.data.sampling import train_val_split
+    from study.train.strategies import run_feature_extraction
+    from study.train.training import TrainConfig
+    from study.zoo.backbones import get_backbone
 
     size, spec = 96, get_backbone("mobilenet_v2")
     images, labels, fp = _load(size)
@@ -152,7 +153,7 @@ def part_subgrid(args: argparse.Namespace) -> dict[str, float]:
     test_idx = np.arange(2000, 2500)
     sizes, seeds, trials = (100, 250, 500, 1000), (0, 1, 2), _trial_configs(10)
     base = TrainConfig(epochs=10, patience=3, seed=0)
-    from study.loaders import ImageSet
+    from study.data.loaders import ImageSet
 
     pool = ImageSet(images, labels, [str(i) for i in range(len(labels))])
     fits = []
@@ -202,10 +203,10 @@ def _one_per_size(fits: list[dict], per_size: int) -> list[dict]:
 
 
 def part_fine_tune_top(args: argparse.Namespace) -> dict[str, float]:
-    from study.backbones import get_backbone
-    from study.features import FeatureEngine
-    from study.strategies import run_fine_tune_top
-    from study.training import TrainConfig
+    from study.cache.features import FeatureEngine
+    from study.train.strategies import run_fine_tune_top
+    from study.train.training import TrainConfig
+    from study.zoo.backbones import get_backbone
 
     size, spec = 96, get_backbone("mobilenet_v2")
     images, labels, fp = _load(size)
@@ -233,9 +234,9 @@ def part_fine_tune_top(args: argparse.Namespace) -> dict[str, float]:
 def part_throughput(args: argparse.Namespace) -> dict[str, float]:
     import keras
 
-    from study.backbones import build_backbone, get_backbone, preprocess
-    from study.features import FeatureEngine
-    from study.training import TrainConfig
+    from study.cache.features import FeatureEngine
+    from study.train.training import TrainConfig
+    from study.zoo.backbones import build_backbone, get_backbone, preprocess
 
     size, spec = 160, get_backbone("mobilenet_v2")
     images, labels, fp = _load(size)

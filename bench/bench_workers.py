@@ -4,7 +4,7 @@
 
 Takes a deterministic sample of the grid's cells (every ``--every``-th cell of each strategy, in the grid's
 order, so every strategy and size band is represented in proportion) and runs it twice through the sweep
-engine's local executor (``study.executors.run_local``): once with one worker, once with ``--workers``. Each
+engine's local executor (``study.engine.executors.run_local``): once with one worker, once with ``--workers``. Each
 run gets its own empty results store and its own activation cache, so neither profits from the other; the
 decoded-image cache is shared and warmed before timing (decoding is a one-off cost per dataset, not what the
 worker count changes). Prints wall times, the speedup, and how far the two runs' accuracies differ (workers
@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def sample_cells(grid_name: str, every: int) -> list[Any]:
     """Every ``every``-th cell of each strategy, keeping the grid's order (deterministic)."""
-    from study.grid import expand, get_grid
+    from study.engine.grid import expand, get_grid
 
     cells, _ = expand(get_grid(grid_name))
     seen: dict[str, int] = defaultdict(int)
@@ -41,7 +41,8 @@ def sample_cells(grid_name: str, every: int) -> list[Any]:
 
 def warm_decoded(cells: list[Any], cache: Path) -> float:
     """Decode every dataset the cells use once, into the shared decoded-image cache; returns seconds."""
-    from study import config, data
+    from study import config
+    from study.data import catalog as data
 
     t0 = time.perf_counter()
     for name, size in sorted({(c.dataset, c.image_size) for c in cells}):
@@ -52,8 +53,8 @@ def warm_decoded(cells: list[Any], cache: Path) -> float:
 def timed_run(cells: list[Any], workers: int, root: Path, decoded: Path) -> tuple[float, Any, dict[str, float]]:
     """One sweep over ``cells`` into a fresh store and activation cache; (wall seconds, summary, accuracies)."""
     from study import config
-    from study.executors import RunnerConfig, run_local
-    from study.store import ResultsStore
+    from study.engine.executors import RunnerConfig, run_local
+    from study.engine.store import ResultsStore
 
     cache = root / f"cache-{workers}"
     cache.mkdir(parents=True)

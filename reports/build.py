@@ -27,9 +27,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from reports import data as rdata
 from reports import figures as rfig
-from study import analysis
-from study.deploy import VARIANTS
+from study.analysis import tables as analysis
 from study.errors import StudyError
+from study.train.deploy import VARIANTS
 
 DEFAULT_OUT = Path("reports") / "report.html"
 TEMPLATES = Path(__file__).with_name("templates")
@@ -213,7 +213,7 @@ def advisor_section(runs: pd.DataFrame, sims: pd.DataFrame) -> dict[str, Any]:
 
 
 def _deploy_record(metrics: Any) -> dict[str, Any] | None:
-    """``metrics["deploy"]`` of one row (``study.deploy.deployment_metrics``), or None."""
+    """``metrics["deploy"]`` of one row (``study.train.deploy.deployment_metrics``), or None."""
     if isinstance(metrics, str):
         try:
             metrics = json.loads(metrics)
@@ -329,7 +329,7 @@ def _duration(seconds: float | None) -> str:
 
 
 def _write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
-    """JSON columns as JSON text (like ``study.export``), written beside the target and renamed over it."""
+    """JSON columns as JSON text (like ``study.analysis.export``), written beside the target and renamed over it."""
     frame = frame.copy()
     for col in frame.columns:
         if frame[col].map(lambda v: isinstance(v, Mapping | list)).any():
@@ -354,7 +354,7 @@ def export_tables(store_or_frame: Any, export_dir: Path, report_dir: Path) -> di
                 _write_frame(store_or_frame, path, fmt)
                 written = {"runs": (path, len(store_or_frame))}
             else:
-                from study.export import export
+                from study.analysis.export import export
 
                 written = export(store_or_frame, export_dir, fmt)  # type: ignore[arg-type]
             for name, (path, n) in written.items():
@@ -486,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--title", help="report title (default: names the grid)")
     args = parser.parse_args(argv)
     try:
-        from study.store import ResultsStore, default_url
+        from study.engine.store import ResultsStore, default_url
 
         with ResultsStore(args.store or default_url(), create=False) as store:
             path = build_report(store, args.out, args.title, args.export_dir)

@@ -1,7 +1,7 @@
 """Everything the HTML report shows, as plain tables and values gathered from the results store.
 
-Why a module of its own: every number in the report comes from ``study.analysis`` and ``study.stats`` (the
-same functions ``python -m study.analysis`` prints), so the report cannot disagree with them; the figures and
+Why a module of its own: every number in the report comes from ``study.analysis.tables`` and ``study.analysis.stats``
+(the same functions ``python -m study.analysis`` prints), so the report cannot disagree with them; the figures and
 the template only format what is gathered here. Nothing here writes to the store.
 """
 
@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study import analysis, stats
+from study.analysis import stats
+from study.analysis import tables as analysis
 from study.errors import StudyError
 
 NO_BACKBONE = "none"
-"""Backbone name of backbone-independent cells (``study.grid.NO_BACKBONE``; not imported: it pulls in TF)."""
+"""Backbone name of backbone-independent cells (``study.engine.grid.NO_BACKBONE``; not imported: it pulls in TF)."""
 
 ANCHORS_FILE = Path(__file__).with_name("anchors.toml")
 JSON_COLUMNS = ("metrics", "curves", "params", "provenance")
@@ -118,7 +119,7 @@ def registry_domain(name: str) -> str:
     """A dataset's domain from the registry (rows may lack it); shift-ladder levels are "shifted"."""
     if "@" in name:
         return "shifted"
-    from study.datasets import get_dataset  # light: no TensorFlow
+    from study.data.datasets import get_dataset  # light: no TensorFlow
 
     try:
         return str(get_dataset(name).domain)
@@ -129,7 +130,7 @@ def registry_domain(name: str) -> str:
 def dataset_table(runs: pd.DataFrame, sims: pd.DataFrame, reference: str | None) -> pd.DataFrame:
     """One row per dataset with its domain and similarity scores, ordered from most to least similar.
 
-    Scores come from the study's main input size (``study.analysis.main_image_size``, as the gap-vs-gain figure):
+    Scores come from the study's main input size (``study.analysis.tables.main_image_size``, as the gap-vs-gain figure):
     distances at different sizes are not comparable, so a dataset never scored at that size is listed unscored.
     """
     rows = []

@@ -318,7 +318,7 @@ def gain_vs_similarity(cells: pd.DataFrame, score: str, correlation: Mapping[str
     """The measured domain gap on the x axis: best transfer gain per dataset and size against the similarity score.
 
     The rule of thumb's "similar domain" axis, measured: each point is the best pretrained strategy's gain over
-    the best from-scratch baseline of a (dataset, N) cell (``study.analysis.gap_vs_gain_cells``: one image size),
+    the best from-scratch baseline of a (dataset, N) cell (``study.analysis.tables.gap_vs_gain_cells``: one image size),
     placed at its dataset's score and marked by its domain.
     """
     if cells.empty:

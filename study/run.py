@@ -59,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="list the cells and an estimated duration, run nothing")
     p.add_argument("--no-latency", action="store_true", help="skip the per-model CPU latency measurement")
-    p.add_argument("--no-report", action="store_true", help="do not build the HTML report at the end")
     p.add_argument("--no-similarity", action="store_true", help="do not measure domain-similarity scores first")
     p.add_argument("--log-dir", type=Path, default=Path("results/logs"), help="where the sweep log goes")
     return p
@@ -78,18 +77,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _pretrained_cells(cells: list) -> list:
     """Cells that load ImageNet weights: they need the weights file and a domain-similarity score."""
-    from study.grid import NO_BACKBONE
-    from study.strategies import get_strategy
+    from study.engine.grid import NO_BACKBONE
+    from study.train.strategies import get_strategy
 
     return [c for c in cells if c.backbone != NO_BACKBONE and get_strategy(c.strategy).pretrained]
 
 
 def _check_inputs(cells: list, data_dirs: list[Path]) -> None:
     """Data and weights must be reachable before the first cell trains."""
-    from study import shift
-    from study.backbones import get_backbone, resolve_weights
-    from study.datasets import get_dataset
-    from study.loaders import resolve_root
+    from study.data import shift
+    from study.data.datasets import get_dataset
+    from study.data.loaders import resolve_root
+    from study.zoo.backbones import get_backbone, resolve_weights
 
     for base in sorted({shift.parse(c.dataset)[0] for c in cells}):
         resolve_root(get_dataset(base), data_dirs)
@@ -98,10 +97,10 @@ def _check_inputs(cells: list, data_dirs: list[Path]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from study.executors import load_plugins as _load_plugins
-    from study.grid import expand, get_grid
-    from study.store import ResultsStore, default_url
-    from study.sweep import estimate_seconds, history_rates, setup_logging
+    from study.engine.executors import load_plugins as _load_plugins
+    from study.engine.grid import expand, get_grid
+    from study.engine.store import ResultsStore, default_url
+    from study.engine.sweep import estimate_seconds, history_rates, setup_logging
 
     _load_plugins(args.plugin)
     grid = get_grid(args.grid, args.grid_file).with_overrides(
@@ -133,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     data_dirs = config.data_dirs()
     _check_inputs(todo, data_dirs)
     log_path = setup_logging(args.log_dir)
-    from study.executors import RunnerConfig, run_local, run_ray
+    from study.engine.executors import RunnerConfig, run_local, run_ray
 
     if args.workers < 1:
         raise StudyError(f"--workers must be at least 1, got {args.workers}")
@@ -154,10 +153,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     for key, message in summary.failures:
         print(f"  failed {key}: {message}")
-    print(f"results: {store.display_url}  (export: python -m study.export --format parquet)")
+    print(f"results: {store.display_url}  (export: python -m study.analysis.export --store {store.display_url} "
+          "--format parquet)")
     print(f"log: {log_path}")
-    if not args.no_report:
-        _report(store, grid.name)
+    print(f"report: python -m reports.build --store {store.display_url}")
     return 1 if summary.failed else 0
 
 
@@ -165,7 +164,7 @@ def _check_budgets(store: object, cells: list) -> None:
     """Refuse, before training, cells whose comparison the store already holds under another training budget."""
     import pandas as pd
 
-    from study.stats import check_one_budget
+    from study.analysis.stats import check_one_budget
 
     held = store.to_frame()  # type: ignore[attr-defined]
     if not held.empty:
@@ -180,8 +179,8 @@ def _check_budgets(store: object, cells: list) -> None:
 
 def _similarity(cells: list, store: object, cache_dir: Path, data_dirs: list[Path]) -> None:
     """Domain-similarity scores for every (dataset, pretrained backbone, size) the cells use (cached in the store)."""
-    from study import data
-    from study.domain import ensure_scores
+    from study.data import catalog as data
+    from study.probes.domain import ensure_scores
 
     def load(name: str, size: int) -> object:
         return data.load(name, size, data_dirs, cache_dir)
@@ -193,19 +192,6 @@ def _similarity(cells: list, store: object, cache_dir: Path, data_dirs: list[Pat
         bb.add(c.backbone)
     for size, (ds, bb) in sorted(by_size.items()):
         ensure_scores(store, sorted(ds), sorted(bb), size, cache_dir, load)
-
-
-def _report(store: object, grid_name: str) -> None:
-    """Build the HTML report when the reports package can; a failed report never loses results."""
-    try:
-        from reports.build import build_report
-    except ImportError:
-        return
-    try:
-        path = build_report(store)  # type: ignore[arg-type]
-        print(f"report: {path}")
-    except Exception as exc:  # noqa: BLE001 - the results are safe; say why the report is missing
-        print(f"report not built ({type(exc).__name__}: {exc}); run python -m reports.build", file=sys.stderr)
 
 
 if __name__ == "__main__":

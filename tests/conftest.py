@@ -46,8 +46,7 @@ def smoke_store(tmp_path_factory, datapack):
     tmp = tmp_path_factory.mktemp("smoke")
     url = f"sqlite:///{tmp / 'study.db'}"
     proc = subprocess.run(
-        [sys.executable, "-m", "study.run", "--grid", "smoke", "--store", url, "--log-dir", str(tmp / "logs"),
-         "--no-report"],
+        [sys.executable, "-m", "study.run", "--grid", "smoke", "--store", url, "--log-dir", str(tmp / "logs")],
         cwd=REPO, capture_output=True, text=True, timeout=900, env=os.environ.copy(),
     )  # fmt: skip
     if proc.returncode != 0:

@@ -24,7 +24,7 @@ from advisor.evaluate import REGRET_BASIS, _folds, summary
 from advisor.model import FREEZE_LEVEL
 from advisor.relative import BANDWIDTHS, RelativeAccuracy, cell_table, similarity_groups, trait_defaults, with_features
 from advisor.textbook import SMALL_N, TABLE, quadrant
-from study.analysis import flatten
+from study.analysis.tables import flatten
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def synthetic(**kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def write_export(folder: Path, **kwargs) -> Path:
-    """The synthetic study as ``python -m study.export`` writes it (JSON columns as strings)."""
+    """The synthetic study as ``python -m study.analysis.export`` writes it (JSON columns as strings)."""
     runs, datasets = store_rows(**kwargs)
     runs["domain"] = None  # as in a real store: the runs table leaves it to the datasets table
     folder.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from study import backbones as bb
 from study.errors import StudyError, WeightsUnavailableError
+from study.zoo import backbones as bb
 
 ALL = bb.list_backbones()
 OFFLINE = ["mobilenet_v2", "mobilenet_075"]  # the two whose ImageNet files are in ../shared/keras

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from study.executors import RunnerConfig, run_local, run_ray
-from study.grid import Cell, expand, get_grid
-from study.store import ResultsStore
+from study.engine.executors import RunnerConfig, run_local, run_ray
+from study.engine.grid import Cell, expand, get_grid
+from study.engine.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "tests" / "plugins"
@@ -133,7 +133,7 @@ def postgres_url():
 def test_two_concurrent_sweeps_on_postgresql_run_each_cell_exactly_once(postgres_url, tmp_path, datapack):
     args = [sys.executable, "-m", "study.run", "--grid", "smoke", "--datasets", "retinamnist", "--strategies",
             ",".join(CACHED), "--sizes", "30,40,50,60,70,80", "--trials", "2", "--store", postgres_url,
-            "--no-report", "--no-latency", "--no-similarity", "--log-dir", str(tmp_path)]  # fmt: skip
+            "--no-latency", "--no-similarity", "--log-dir", str(tmp_path)]  # fmt: skip
     procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]  # fmt: skip
     outs = [p.communicate(timeout=900) for p in procs]

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from study import download, loaders
-from study.datasets import (
+from study.data import download, loaders
+from study.data.datasets import (
     BUILTIN_DOMAINS,
     DATAPACK_DATASETS,
     DatasetSpec,
@@ -34,8 +34,8 @@ from study.datasets import (
     unregister_dataset,
     with_root,
 )
+from study.data.loaders import ImageSet, decode_image, load_dataset, read_idx
 from study.errors import DatasetUnavailableError, StudyError
-from study.loaders import ImageSet, decode_image, load_dataset, read_idx
 
 SIZE = 32
 

@@ -1,5 +1,5 @@
 """From advice to a deployable model: ``advisor train`` / ``advisor predict``, the serialisable preprocessing layer,
-the TFLite exports and the sweep's ``deploy`` metrics (``study.deploy``).
+the TFLite exports and the sweep's ``deploy`` metrics (``study.train.deploy``).
 
 One real ``advisor train`` run (feature extraction, MobileNetV2, 64 px, 20 training + 40 test images per class of
 cats_and_dogs_filtered) is shared by the module. Tolerances, stated once:
@@ -116,7 +116,7 @@ def test_train_writes_a_complete_folder(trained):
 def test_saved_model_reloads_with_the_same_predictions(trained):
     import keras
 
-    from study.preprocessing import Preprocess
+    from study.zoo.preprocessing import Preprocess
 
     outcome = trained["outcome"]
     x, _ = _test_images(outcome)
@@ -142,7 +142,7 @@ def test_exported_model_preprocesses_like_training(trained):
 def test_tflite_variants(trained):
     import keras
 
-    from study.deploy import tflite_interpreter, tflite_predict
+    from study.train.deploy import tflite_interpreter, tflite_predict
 
     out = trained["out"]
     x, y = _test_images(trained["outcome"])
@@ -163,7 +163,7 @@ def test_tflite_variants(trained):
     assert variants["int8_accuracy_delta"] == pytest.approx(acc["int8"] - acc["float32"])
     sizes = {v: (out / f"model_{v}.tflite").stat().st_size for v in proba}
     assert sizes["int8"] < 0.4 * sizes["float32"] and sizes["float16"] < 0.6 * sizes["float32"]
-    # int8 inside, float32 at the edges (as documented in study.deploy)
+    # int8 inside, float32 at the edges (as documented in study.train.deploy)
     interpreter = tflite_interpreter(out / "model_int8.tflite")
     assert interpreter.get_input_details()[0]["dtype"] == np.float32
     assert interpreter.get_output_details()[0]["dtype"] == np.float32
@@ -282,7 +282,7 @@ def test_preprocess_layer_equals_keras_applications(mode, tmp_path):
     import keras
     from keras.applications import imagenet_utils
 
-    from study.preprocessing import Preprocess
+    from study.zoo.preprocessing import Preprocess
 
     x = np.random.default_rng(1).uniform(0, 255, (3, 9, 7, 3)).astype(np.float32)
     expected = x.copy() if mode == "none" else imagenet_utils.preprocess_input(x.copy(), mode=mode)
@@ -299,9 +299,9 @@ def test_preprocess_layer_equals_keras_applications(mode, tmp_path):
 def test_every_backbone_preprocesses_as_its_keras_module():
     import keras
 
-    from study.backbones import REGISTRY, preprocess_fn
     from study.errors import StudyError
-    from study.preprocessing import Preprocess
+    from study.zoo.backbones import REGISTRY, preprocess_fn
+    from study.zoo.preprocessing import Preprocess
 
     x = np.random.default_rng(2).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
     for spec in REGISTRY.values():
@@ -317,10 +317,10 @@ def test_saved_models_carry_no_training_state(tmp_path):
     only: no optimizer slots (Adam would triple the file), same predictions."""
     import keras
 
-    from study.backbones import get_backbone
-    from study.deploy import inference_model
-    from study.strategies import _with_preprocessing, small_cnn
-    from study.training import TrainConfig
+    from study.train.deploy import inference_model
+    from study.train.strategies import _with_preprocessing, small_cnn
+    from study.train.training import TrainConfig
+    from study.zoo.backbones import get_backbone
 
     x = np.random.default_rng(3).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
     trained = small_cnn(32, 2, TrainConfig())
@@ -349,9 +349,9 @@ def test_grid_cell_with_deploy_records_deployment_metrics(tmp_path, datapack, ke
 
     from reports.build import build_report, deployment_frame, deployment_section
     from study import config
-    from study.cell import CellRunner
-    from study.grid import Cell, expand, get_grid
-    from study.store import ResultsStore
+    from study.engine.cell import CellRunner
+    from study.engine.grid import Cell, expand, get_grid
+    from study.engine.store import ResultsStore
 
     grid = get_grid("deploy")
     assert grid.deploy and all(c.deploy for c in expand(grid)[0])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from study import shift
-from study.data import describe, load
-from study.domain import SAMPLE, measure, sample_features
+from study.cache.features import FeatureEngine
+from study.data import shift
+from study.data.catalog import describe, load
 from study.errors import StudyError
-from study.features import FeatureEngine
+from study.probes.domain import SAMPLE, measure, sample_features
 
 SIZE = 64
 
@@ -58,7 +58,7 @@ def test_scores_are_deterministic_and_fast(scores, engine, loader):
 
 def test_sample_is_stratified_and_fixed(engine, loader):
     ds = loader("chest_xray_pneumonia_224", SIZE)
-    f1, y1 = sample_features(ds, __import__("study.backbones").backbones.get_backbone("mobilenet_v2"), SIZE, engine)
+    f1, y1 = sample_features(ds, __import__("study.zoo.backbones").backbones.get_backbone("mobilenet_v2"), SIZE, engine)
     share = np.bincount(y1) / len(y1)
     np.testing.assert_allclose(share, np.bincount(ds.pool.labels) / len(ds.pool), atol=0.01)
 

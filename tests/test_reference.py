@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from advisor.data import load_results
-from study import stats
-from study.store import ResultsStore
+from study.analysis import stats
+from study.engine.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results" / "reference"
@@ -54,7 +54,7 @@ def test_one_reference_cell_reproduces_within_its_interval(reference_runs: pd.Da
         "--sizes", str(int(cell["n_images"])), "--strategies", "linear_probe", "--backbones", "mobilenet_v2",
         "--seeds", ",".join(map(str, seeds)), "--workers", "2", "--image-size", str(int(cell["image_size"])),
         "--epochs", str(int(cell["epochs_budget"])), "--trials", str(int(cell["trials_budget"])),
-        "--store", store, "--no-report", "--no-similarity", "--no-latency", "--log-dir", str(tmp_path / "logs"),
+        "--store", store, "--no-similarity", "--no-latency", "--log-dir", str(tmp_path / "logs"),
     ]  # fmt: skip
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -24,9 +24,10 @@ import pytest
 
 from advisor.data import load_results
 from reports import build, data, figures
-from study import analysis, stats
+from study.analysis import stats
+from study.analysis import tables as analysis
+from study.engine.store import ResultsStore, make_cell_key
 from study.errors import StudyError
-from study.store import ResultsStore, make_cell_key
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from study.errors import StudyError
-from study.sampling import (
+from study.data.sampling import (
     cap_test,
     class_balance,
     fixed_test_split,
     stratified_subset,
     train_val_split,
 )
+from study.errors import StudyError
 
 # The chest X-ray pool (imbalanced 1341/3875) and RetinaMNIST's pool (train+val per class, from SOURCE.txt).
 CHEST = np.repeat([0, 1], [1341, 3875])

@@ -11,7 +11,7 @@ import scipy.optimize
 import scipy.stats
 
 from study.errors import StudyError
-from study.similarity import (
+from study.probes.similarity import (
     frechet_covariance_used,
     frechet_distance,
     frechet_distance_gaussians,

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.errors import StudyError
-from study.stats import (
+from study.analysis.stats import (
     bootstrap_ci,
     bootstrap_ci_from_accuracies,
     difference_ci,
@@ -20,6 +19,7 @@ from study.stats import (
     summarise,
     transfer_gain,
 )
+from study.errors import StudyError
 
 
 def _correct(n: int, acc: float, rng: np.random.Generator) -> np.ndarray:

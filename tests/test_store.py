@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from study import export
-from study.errors import StudyError
-from study.store import (
+from study.analysis import export
+from study.engine.store import (
     DATASET_COLUMNS,
     KEY_COLUMNS,
     METRIC_COLUMNS,
@@ -29,6 +28,7 @@ from study.store import (
     make_cell_key,
     runs,
 )
+from study.errors import StudyError
 
 REPO = Path(__file__).resolve().parents[1]
 SPAWN = mp.get_context("spawn")  # what Ray and macOS use; also proves the store needs no inherited state
@@ -403,7 +403,7 @@ def test_bad_url_fails_fast_with_one_line(bad_url: str, pattern: str) -> None:
 
 def test_default_url_is_absolute_and_creates_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    from study.store import default_url
+    from study.engine.store import default_url
 
     assert default_url() == f"sqlite:///{tmp_path.resolve() / 'results' / 'study.db'}"
     assert (tmp_path / "results").is_dir()
@@ -455,7 +455,7 @@ def test_schema_doc_names_every_column() -> None:
 )
 def test_postgresql_lifecycle_and_race() -> None:
     """The same guarantees on PostgreSQL (opt-in: needs a server, a scratch database and psycopg)."""
-    from study.store import metadata
+    from study.engine.store import metadata
 
     pg_url = os.environ["TRANSFER_STUDY_TEST_PG_URL"]
     metadata.drop_all(ResultsStore(pg_url).engine)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from study import features
-from study.backbones import build_backbone, get_backbone
-from study.features import FeatureEngine
-from study.loaders import load_dataset
-from study.sampling import cap_test, train_val_split
-from study.strategies import STRATEGIES, get_strategy
-from study.training import CellData, TrainConfig, classification_metrics
+from study.cache import features
+from study.cache.features import FeatureEngine
+from study.data.cell_data import CellData
+from study.data.loaders import load_dataset
+from study.data.sampling import cap_test, train_val_split
+from study.train.strategies import STRATEGIES, get_strategy
+from study.train.training import TrainConfig, classification_metrics
+from study.zoo.backbones import build_backbone, get_backbone
 
 SIZE = 96
 SPEC = get_backbone("mobilenet_v2")

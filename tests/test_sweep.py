@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from study.grid import expand, get_grid, load_grids
-from study.store import ResultsStore
+from study.engine.grid import expand, get_grid, load_grids
+from study.engine.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_smoke_grid_fills_one_complete_row_per_cell(smoke):
 def test_rerun_skips_finished_cells(smoke):
     url, _, tmp = smoke
     t0 = time.perf_counter()
-    proc = study_run("--grid", "smoke", "--store", url, "--log-dir", str(tmp / "logs"), "--no-report")
+    proc = study_run("--grid", "smoke", "--store", url, "--log-dir", str(tmp / "logs"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "0 complete" in proc.stdout and "8 already complete" in proc.stdout
     assert time.perf_counter() - t0 < 60
@@ -66,7 +66,7 @@ def test_export_round_trips_through_pandas(smoke, tmp_path):
     for fmt, reader in (("parquet", pd.read_parquet), ("csv", pd.read_csv)):
         out = tmp_path / fmt
         proc = subprocess.run(
-            [sys.executable, "-m", "study.export", "--format", fmt, "--store", url, "--out", str(out)],
+            [sys.executable, "-m", "study.analysis.export", "--format", fmt, "--store", url, "--out", str(out)],
             cwd=REPO, capture_output=True, text=True,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
@@ -79,7 +79,7 @@ def test_export_round_trips_through_pandas(smoke, tmp_path):
 def test_sigkill_mid_sweep_then_resume_gives_exactly_one_row_per_cell(tmp_path, datapack):
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     args = ["--grid", "smoke", "--datasets", "retinamnist", "--strategies", "feature_extraction,linear_probe",
-            "--sizes", "30,40,50,60", "--store", url, "--log-dir", str(tmp_path), "--no-report", "--no-latency",
+            "--sizes", "30,40,50,60", "--store", url, "--log-dir", str(tmp_path), "--no-latency",
             "--no-similarity"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "study.run", *args], cwd=REPO, env=os.environ.copy(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -123,7 +123,7 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, datapack):
     )
     url = f"sqlite:///{tmp_path / 'f.db'}"
     args = ["--grid", "mixed", "--grid-file", str(grid_file), "--store", url, "--log-dir", str(tmp_path),
-            "--no-report", "--no-latency"]  # fmt: skip
+            "--no-latency"]  # fmt: skip
     proc = study_run(*args)
     assert proc.returncode == 1
     frame = ResultsStore(url).to_frame().set_index("dataset")
@@ -160,7 +160,7 @@ def test_a_store_refuses_a_second_tuning_budget_before_training(smoke_store, tmp
     url = smoke_store[0]
     before = len(ResultsStore(url).to_frame())
     proc = study_run("--grid", "smoke", "--trials", "3", "--store", url, "--log-dir", str(tmp_path / "logs"),
-                     "--no-report", timeout=120)  # fmt: skip
+                     timeout=120)  # fmt: skip
     assert proc.returncode == 2
     assert "mix training budgets within one comparison" in proc.stderr and "--store" in proc.stderr, proc.stderr
     assert "trials_budget=1" in proc.stderr and "trials_budget=3" in proc.stderr
@@ -186,7 +186,7 @@ def test_grids_are_data(tmp_path):
 def test_dry_run_estimate_counts_the_deployment_of_a_deploy_cell():
     from dataclasses import replace
 
-    from study.sweep import DEPLOY_SECONDS, estimate_seconds
+    from study.engine.sweep import DEPLOY_SECONDS, estimate_seconds
 
     cell = expand(get_grid("deploy"))[0][0]
     plain = replace(cell, deploy=False)

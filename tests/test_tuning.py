@@ -7,13 +7,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from study import strategies
-from study.backbones import get_backbone
-from study.cell import CellRunner
-from study.grid import Cell
-from study.stats import mark_degenerate, summarise, transfer_gain
-from study.training import FitResult, TrainConfig
-from study.tuning import tune
+from study.analysis.stats import mark_degenerate, summarise, transfer_gain
+from study.engine.cell import CellRunner
+from study.engine.grid import Cell
+from study.train import strategies
+from study.train.training import FitResult, TrainConfig
+from study.train.tuning import tune
+from study.zoo.backbones import get_backbone
 
 SPEC = get_backbone("mobilenet_v2")
 
@@ -114,7 +114,7 @@ def test_optuna_storage_retries_the_table_creation_race(monkeypatch, tmp_path):
     import optuna
     import sqlalchemy.exc
 
-    from study import tuning
+    from study.train import tuning
 
     real, calls = optuna.storages.RDBStorage, []
 

@@ -10,7 +10,7 @@ import os
 import signal
 from pathlib import Path
 
-from study import strategies
+from study.train import strategies
 
 
 def _die_once(data, spec, cfg, engine):  # type: ignore[no-untyped-def]

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from study.backbones import BackboneSpec
-from study.features import FeatureEngine
-from study.strategies import Strategy
-from study.training import EPOCH_HOOK, CellData, FitResult, TrainConfig
+from study.cache.features import FeatureEngine
+from study.data.cell_data import CellData
+from study.train.strategies import Strategy
+from study.train.training import EPOCH_HOOK, FitResult, TrainConfig
+from study.zoo.backbones import BackboneSpec
 
 
 def _head_space(trial: Any) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from study.config import cpu_count
-from study.grid import Cell
-from study.sweep import SweepSummary, run_cells
+from study.engine.grid import Cell
+from study.engine.sweep import SweepSummary, run_cells
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,10 @@ def _make_runner(cfg: RunnerConfig) -> Any:
         tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.threads))
     if cfg.grid_file:
-        from study.grid import load_grids
+        from study.engine.grid import load_grids
 
         load_grids(Path(cfg.grid_file))
-    from study.cell import CellRunner
+    from study.engine.cell import CellRunner
 
     dirs = [Path(d) for d in cfg.data_dirs] if cfg.data_dirs else None
     return CellRunner(Path(cfg.cache_dir), dirs, tuning_storage=cfg.store_url, measure_latency=cfg.measure_latency)
@@ -70,7 +70,7 @@ def _make_runner(cfg: RunnerConfig) -> Any:
 
 def run_local(cells: list[Cell], cfg: RunnerConfig, workers: int = 1, progress: bool = True) -> SweepSummary:
     """Run in this process (``workers=1``) or in ``workers`` spawned processes sharing the store."""
-    from study.store import ResultsStore
+    from study.engine.store import ResultsStore
 
     if workers <= 1:
         runner = _make_runner(cfg)
@@ -109,7 +109,7 @@ def _watch(results: list, cells: list[Cell], store: Any, progress: bool) -> None
 
 
 def _worker(cells: list[dict], cfg: dict) -> SweepSummary:
-    from study.store import ResultsStore
+    from study.engine.store import ResultsStore
 
     config = RunnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
     runner = _make_runner(config)
@@ -124,7 +124,7 @@ _WORKER_STATE: dict[str, Any] = {}
 
 def _ray_cell(cell: dict, cfg: dict) -> tuple[str, str, str]:
     """One cell as a Ray task: claim, run, record. The runner stays warm in the worker process."""
-    from study.store import ResultsStore
+    from study.engine.store import ResultsStore
 
     config = RunnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
     if _WORKER_STATE.get("config") != config:

@@ -35,9 +35,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from study import config
-from study.datasets import IDX_IMAGES, IDX_LABELS, DatasetSpec, get_dataset
+from study.data.datasets import IDX_IMAGES, IDX_LABELS, DatasetSpec, get_dataset
+from study.data.sampling import fixed_test_split
 from study.errors import StudyError
-from study.sampling import fixed_test_split
 
 #: Bump when decoding changes (resampling, colour handling): it invalidates every decoded cache.
 LOADER_VERSION = "1"
@@ -59,7 +59,7 @@ class ImageSet:
         return int(self.labels.shape[0])
 
     def subset(self, idx: np.ndarray | Sequence[int]) -> ImageSet:
-        """The images at ``idx`` (a copy), e.g. the indices from ``study.sampling``."""
+        """The images at ``idx`` (a copy), e.g. the indices from ``study.data.sampling``."""
         idx = np.asarray(idx, dtype=np.int64)
         return ImageSet(self.images[idx], self.labels[idx], [self.ids[i] for i in idx])
 
@@ -469,8 +469,8 @@ def resolve_root(
     download_dir: Path | None = None,
     allow_download: bool = True,
 ) -> Path:
-    """The dataset's folder on disk, downloading it when missing (see ``study.download.fetch``)."""
-    from study.download import fetch, locate
+    """The dataset's folder on disk, downloading it when missing (see ``study.data.download.fetch``)."""
+    from study.data.download import fetch, locate
 
     dirs = list(data_dirs) if data_dirs is not None else config.data_dirs()
     found = locate(spec, dirs)

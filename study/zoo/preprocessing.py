@@ -1,8 +1,8 @@
 """The backbones' input preprocessing as one serialisable Keras layer, shared by training and deployment.
 
 Keras Applications preprocess images in one of a few ``mode``\\ s (``keras.applications.imagenet_utils``); each
-backbone in the registry (``study.backbones``) names its mode, and this module is the only implementation the
-study uses: the activation cache, training on images and every exported model (``study.strategies.deployable``)
+backbone in the registry (``study.zoo.backbones``) names its mode, and this module is the only implementation the
+study uses: the activation cache, training on images and every exported model (``study.train.strategies.deployable``)
 go through ``preprocess_images``. Exported models carry it as the registered layer ``Preprocess`` (not a
 ``Lambda``, which does not round-trip through ``.keras`` files), so a saved model takes raw RGB images.
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.grid import Cell
-from study.store import ResultsStore
+from study.engine.grid import Cell
+from study.engine.store import ResultsStore
 
-log = logging.getLogger("study.sweep")
+log = logging.getLogger("study.engine.sweep")
 
 # Seconds per training image and epoch of the image-level phase at 96 px on a 2-core CPU, per strategy, used
 # only until the store has finished rows to learn from. Calibrated from runs at 64 px on this project's CPU

@@ -4,7 +4,7 @@ The head every pretrained strategy adds is dropout followed by a dense softmax l
 On cached features that is a tiny model, and Keras' ``fit`` spends ~1 s per call on fixed overhead (tracing,
 callbacks, per-epoch iterators) against ~0.05 s of arithmetic; a tuning sweep calls it hundreds of times.
 Here one ``tf.function`` (traced once per process: every shape is dynamic) runs a whole epoch, and the loop
-around it applies the same recipe as ``study.training.fit``: Adam with Keras' defaults, Glorot-uniform init,
+around it applies the same recipe as ``study.train.training.fit``: Adam with Keras' defaults, Glorot-uniform init,
 mini-batches reshuffled every epoch, one cached augmented view drawn per example and epoch, early stopping on
 validation loss with the best weights restored. The weights are then copied into an ordinary Keras head.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from study.training import TrainConfig, report_epoch
+from study.train.training import TrainConfig, report_epoch
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-7  # keras.optimizers.Adam defaults
 

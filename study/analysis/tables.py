@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study import stats
+from study.analysis import stats
 from study.errors import StudyError
 
 FLATTENED = ("correct", "n_test", "n_classes", "top_prediction_share", "shift", "shift_level", "base_dataset",
@@ -137,7 +137,7 @@ def _md(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from study.store import ResultsStore, default_url
+    from study.engine.store import ResultsStore, default_url
 
     p = argparse.ArgumentParser(prog="python -m study.analysis", description=__doc__.splitlines()[0])
     p.add_argument("--store", help="SQLAlchemy URL (default: sqlite:///results/study.db)")

@@ -19,17 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from study import data as datasets
-from study.backbones import get_backbone, resolve_weights, weights_checksum
+from study.cache.features import FeatureEngine
 from study.config import cpu_count
+from study.data import catalog as datasets
+from study.data.cell_data import CellData
+from study.data.loaders import LoadedDataset
+from study.data.sampling import cap_test, class_balance, train_val_split
+from study.engine.grid import NO_BACKBONE, Cell
 from study.errors import StudyError
-from study.features import FeatureEngine
-from study.grid import NO_BACKBONE, Cell
-from study.loaders import LoadedDataset
-from study.sampling import cap_test, class_balance, train_val_split
-from study.strategies import get_strategy
-from study.training import CellData, FitResult, TrainConfig, classification_metrics, count_params, cpu_latency_ms
-from study.tuning import tune
+from study.train.strategies import get_strategy
+from study.train.training import FitResult, TrainConfig, classification_metrics, count_params, cpu_latency_ms
+from study.train.tuning import tune
+from study.zoo.backbones import get_backbone, resolve_weights, weights_checksum
 
 DEFAULT_BACKBONE_FOR_NONE = "mobilenet_v2"  # scratch_small ignores it; kept only to satisfy the signature
 
@@ -86,7 +87,7 @@ class CellRunner:
         """Train, tune and evaluate one cell; returns the result row (the store's ``complete`` payload).
 
         A cell with ``deploy`` also gets ``metrics["deploy"]``: its deployable model's Keras and TFLite
-        figures (``study.deploy.deployment_metrics``; int8 calibrated on the cell's training images).
+        figures (``study.train.deploy.deployment_metrics``; int8 calibrated on the cell's training images).
         """
         trained = self.train(cell)
         if cell.deploy:
@@ -97,8 +98,8 @@ class CellRunner:
         return trained.row
 
     def deployment(self, trained: TrainedCell, out_dir: Path | None = None) -> dict[str, Any]:
-        """``study.deploy.deployment_metrics`` of a trained cell's model on its test subset."""
-        from study.deploy import deployment_metrics
+        """``study.train.deploy.deployment_metrics`` of a trained cell's model on its test subset."""
+        from study.train.deploy import deployment_metrics
 
         data = trained.data
         model = trained.result.model()

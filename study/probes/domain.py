@@ -2,7 +2,7 @@
 
 For a (dataset, backbone, image size) the study takes a fixed stratified sample of the dataset's pool
 (``SAMPLE`` images, seed 0), runs it through the frozen backbone (pooled features, via the activation cache
-that the cells reuse anyway), and computes (``study.similarity``):
+that the cells reuse anyway), and computes (``study.probes.similarity``):
 
 - ``frechet_distance``: the domain gap, a Fréchet distance between Gaussians fitted to the sample's features
   and to a fixed reference of natural photos: ``REFERENCE_PER_DATASET`` images from each of the data pack's
@@ -23,19 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from study.backbones import BackboneSpec, get_backbone
+from study.cache.features import FeatureEngine
+from study.data.cell_data import CellData
+from study.data.loaders import LoadedDataset
+from study.data.sampling import stratified_subset
 from study.errors import StudyError
-from study.features import FeatureEngine
-from study.loaders import LoadedDataset
-from study.sampling import stratified_subset
-from study.similarity import similarity_report
-from study.training import CellData
+from study.probes.similarity import similarity_report
+from study.zoo.backbones import BackboneSpec, get_backbone
 
 SAMPLE = 500
 REFERENCE_DATASETS = ("cats_and_dogs_filtered", "cifar10_subset")
 REFERENCE_PER_DATASET = 250
 SCORE_KEYS = ("frechet_distance", "logme", "knn_accuracy", "linear_probe_accuracy")
-log = logging.getLogger("study.domain")
+log = logging.getLogger("study.probes.domain")
 
 
 def _cell(ds: LoadedDataset, size: int, idx: np.ndarray) -> CellData:
@@ -82,7 +82,7 @@ def ensure_scores(
     """Measure (and store) the scores that the store lacks; return every requested (dataset, backbone)."""
     from tqdm import tqdm
 
-    from study.data import describe
+    from study.data.catalog import describe
 
     known = {row["name"]: row.get("similarity") or {} for row in store.datasets()}
     todo = [(d, b) for d in datasets for b in backbones if score_key(b, size) not in known.get(d, {})]

@@ -1,7 +1,7 @@
 """Strategy registry: the ways of using (or not using) an ImageNet backbone, each with its recipe.
 
 Every strategy takes one cell's data, a backbone and a ``TrainConfig`` and returns a ``FitResult``. Whatever
-is frozen is read from the activation cache (``study.features``), never recomputed:
+is frozen is read from the activation cache (``study.cache.features``), never recomputed:
 
 - ``feature_extraction`` trains a new head on cached pooled features;
 - ``fine_tune_top`` reuses that head phase, then trains only the top k blocks on cached activations at the
@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from study.backbones import BackboneSpec, build_backbone, preprocess_fn, split_at
+from study.cache.features import POOLED, FeatureEngine
+from study.data.cell_data import CellData
 from study.errors import unknown_name
-from study.features import POOLED, FeatureEngine
-from study.head import HeadWeights, train_head
-from study.training import (
-    CellData,
+from study.train.head import HeadWeights, train_head
+from study.train.training import (
     FitResult,
     TrainConfig,
     count_params,
@@ -38,6 +37,7 @@ from study.training import (
     make_dataset,
     predict_proba,
 )
+from study.zoo.backbones import BackboneSpec, build_backbone, preprocess_fn, split_at
 
 RunFn = Callable[[CellData, BackboneSpec, TrainConfig, FeatureEngine], FitResult]
 
@@ -166,7 +166,7 @@ def deployable(spec: BackboneSpec, backbone: Any, head: Any, image_size: int) ->
     """Images (float RGB 0..255) in, probabilities out: preprocessing, backbone, pooling and head in one model."""
     import keras
 
-    from study.preprocessing import Preprocess
+    from study.zoo.preprocessing import Preprocess
 
     inp = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = Preprocess(spec.preprocessing, name="preprocess")(inp)
@@ -405,7 +405,7 @@ def _short_run_batchnorm(model: Any, momentum: float = 0.9) -> Any:
 def _with_preprocessing(model: Any, spec: BackboneSpec | None, image_size: int) -> Any:
     import keras
 
-    from study.preprocessing import Preprocess
+    from study.zoo.preprocessing import Preprocess
 
     inp = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = Preprocess(spec.preprocessing, name="preprocess")(inp) if spec is not None else inp

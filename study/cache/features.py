@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from study.activations import ActivationCache, ExtractFn, cache_key
-from study.backbones import BackboneSpec, build_backbone, preprocess_fn, resolve_weights, split_at, weights_checksum
-from study.training import CellData
+from study.cache.activations import ActivationCache, ExtractFn, cache_key
+from study.data.cell_data import CellData
+from study.zoo.backbones import BackboneSpec, build_backbone, preprocess_fn, resolve_weights, split_at, weights_checksum
 
 POOLED = "pooled"  # pseudo layer name: the backbone output after global average pooling
 

@@ -1,4 +1,4 @@
-"""Export the results store to files pandas reads: ``python -m study.export --format parquet|csv``.
+"""Export the results store to files pandas reads: ``python -m study.analysis.export --format parquet|csv``.
 
 Why a separate step: analysis and plotting read these files and never write back to the store, so a failed
 plot can never lose a result (benchopt's rule). Files are written to a temporary name and renamed, so a
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from study.engine.store import JSON_COLUMNS, ResultsStore, RunStatus, default_url
 from study.errors import StudyError
-from study.store import JSON_COLUMNS, ResultsStore, RunStatus, default_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,7 +85,7 @@ def export(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m study.export",
+        prog="python -m study.analysis.export",
         description="Export the results store to Parquet or CSV for pandas (JSON columns as JSON strings).",
     )
     parser.add_argument("--format", choices=FORMATS, default="parquet", help="file format (default: parquet)")

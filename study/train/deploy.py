@@ -1,9 +1,9 @@
 """Deployment figures of a trained model: Keras and TensorFlow Lite (float32, float16, int8) size, latency, accuracy.
 
 ``deployment_metrics`` is used by ``advisor train`` (which keeps the files it writes) and by the sweep for a grid
-with ``deploy = true`` (``study.cell.CellRunner`` stores the result as ``metrics["deploy"]``). The model is a
-deployable one (``study.strategies.deployable``): raw RGB images (float 0..255, H x W x 3) in, class
-probabilities out, the backbone's preprocessing inside as the serialisable ``study.preprocessing.Preprocess``.
+with ``deploy = true`` (``study.engine.cell.CellRunner`` stores the result as ``metrics["deploy"]``). The model is a
+deployable one (``study.train.strategies.deployable``): raw RGB images (float 0..255, H x W x 3) in, class
+probabilities out, the backbone's preprocessing inside as the serialisable ``study.zoo.preprocessing.Preprocess``.
 
 TFLite conversion goes through a SavedModel with a fixed batch-1 signature (Keras 3: ``model.export`` then
 ``TFLiteConverter.from_saved_model``; a concrete function of a Keras 3 model keeps its weights as unfrozen
@@ -122,7 +122,7 @@ def tflite_predict(interpreter: Any, images: np.ndarray) -> np.ndarray:
 
 def keras_predict(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Probabilities of a deployable Keras model for raw images (inference mode)."""
-    from study.training import predict_proba
+    from study.train.training import predict_proba
 
     return predict_proba(model, np.asarray(images, dtype=np.float32), batch_size)
 
@@ -223,7 +223,7 @@ def deployment_metrics(
     """
     import keras
 
-    import study.preprocessing  # noqa: F401 - registers Preprocess for load_model
+    import study.zoo.preprocessing  # noqa: F401 - registers Preprocess for load_model
 
     threads = threads or cpu_count()
     x = np.asarray(x_test_images, dtype=np.float32)

@@ -10,9 +10,9 @@ import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from study import shift as shifts
-from study.datasets import get_dataset
-from study.loaders import ImageSet, LoadedDataset, load_dataset
+from study.data import shift as shifts
+from study.data.datasets import get_dataset
+from study.data.loaders import ImageSet, LoadedDataset, load_dataset
 
 
 @dataclass(frozen=True)

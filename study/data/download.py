@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from study.datasets import DatasetSpec, Download
+from study.data.datasets import DatasetSpec, Download
 from study.errors import DatasetUnavailableError
 
 CHUNK = 1 << 20

@@ -52,11 +52,11 @@ class BackboneSpec:
     min_size: int = 32
     family: str = ""
     note: str = ""
-    preprocess_mode: str | None = None  # study.preprocessing mode; None = KERAS_PREPROCESS_MODES[preprocess]
+    preprocess_mode: str | None = None  # study.zoo.preprocessing mode; None = KERAS_PREPROCESS_MODES[preprocess]
 
     @property
     def preprocessing(self) -> str:
-        """The ``study.preprocessing`` mode of this backbone's input (``tf``, ``torch``, ``caffe`` or ``none``)."""
+        """The ``study.zoo.preprocessing`` mode of this backbone's input (``tf``, ``torch``, ``caffe`` or ``none``)."""
         mode = self.preprocess_mode or KERAS_PREPROCESS_MODES.get(self.preprocess)
         if mode is None:
             raise StudyError(
@@ -188,10 +188,10 @@ def check_image_size(spec: BackboneSpec, image_size: int) -> None:
 def preprocess_fn(spec: BackboneSpec) -> Callable[[Any], Any]:
     """The backbone's input preprocessing (uint8/float RGB in, what the weights expect out).
 
-    ``study.preprocessing``: the same code as the ``Preprocess`` layer of exported models, and equal to the
+    ``study.zoo.preprocessing``: the same code as the ``Preprocess`` layer of exported models, and equal to the
     backbone's own ``keras.applications.<preprocess>.preprocess_input`` (``tests/test_deploy.py`` checks both).
     """
-    from study.preprocessing import preprocess_images
+    from study.zoo.preprocessing import preprocess_images
 
     mode = spec.preprocessing
     return lambda x: preprocess_images(x, mode)
@@ -244,7 +244,7 @@ def resolve_weights(spec: BackboneSpec, keras_home: Path | None = None) -> Path:
 @cache
 def _digest(path: str, size: int, mtime: float, algo: str) -> str:
     """Memoised per file version: provenance asks for the same weights' checksum on every cell."""
-    from study.download import file_digest
+    from study.data.download import file_digest
 
     return file_digest(Path(path), algo)
 

@@ -1,6 +1,6 @@
 """Training plumbing shared by every strategy: the data a cell trains on, the fit loop, metrics, costs.
 
-Strategies (``study.strategies``) decide *what* is trained on *which* inputs; this module does the fitting the
+Strategies (``study.train.strategies``) decide *what* is trained on *which* inputs; this module does the fitting the
 same way for all of them, so differences in results come from the strategy, not from its plumbing:
 ``tf.data`` with shuffling and prefetch, Adam, early stopping on validation loss with the best weights
 restored, per-epoch learning curves, and one metrics function.
@@ -18,7 +18,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 if TYPE_CHECKING:
-    from study.loaders import ImageSet
+    from study.data.cell_data import CellData  # noqa: F401
 
 
 # Called by every training loop after each epoch with that epoch's validation accuracy; the tuner sets it to
@@ -51,38 +51,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class CellData:
-    """One cell's images: whole splits plus the indices this cell uses (cache rows index the splits)."""
-
-    dataset: str
-    domain: str
-    class_names: list[str]
-    fingerprint: str  # content checksum of the dataset (and any transform): part of every cache key
-    image_size: int
-    pool: ImageSet
-    test: ImageSet
-    train_idx: np.ndarray
-    val_idx: np.ndarray
-    test_idx: np.ndarray
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def y_train(self) -> np.ndarray:
-        return self.pool.labels[self.train_idx]
-
-    @property
-    def y_val(self) -> np.ndarray:
-        return self.pool.labels[self.val_idx]
-
-    @property
-    def y_test(self) -> np.ndarray:
-        return self.test.labels[self.test_idx]
 
 
 @dataclass
@@ -170,11 +138,11 @@ def predict_proba(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, Any]:
-    """``study.stats.prediction_summary`` plus the probability-based metrics: macro-F1, ROC-AUC, log loss.
+    """``study.quality.prediction_summary`` plus the probability-based metrics: macro-F1, ROC-AUC, log loss.
 
-    Also the degenerate flag (``study.stats.is_degenerate``), so a collapsed model is labelled at the source.
+    Also the degenerate flag (``study.quality.is_degenerate``), so a collapsed model is labelled at the source.
     """
-    from study.stats import degenerate_rule, prediction_summary
+    from study.quality import degenerate_rule, prediction_summary
 
     y_true = np.asarray(y_true, dtype=np.int64)
     proba = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)

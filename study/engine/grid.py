@@ -45,13 +45,13 @@ class Cell:
 
     @property
     def key(self) -> str:
-        from study.store import make_cell_key
+        from study.engine.store import make_cell_key
 
         return make_cell_key(self.store_fields())
 
     def store_fields(self) -> dict[str, Any]:
         """The cell as the store's key columns."""
-        from study.data import describe
+        from study.data.catalog import describe
 
         d = asdict(self)
         d.pop("retries")
@@ -77,7 +77,7 @@ class Grid:
     max_test: int = 1000
     augment: bool = False
     retries: int = 2  # retrain a degenerate model up to this many times (next-best trial, then another seed)
-    deploy: bool = False  # record TFLite/Keras deployment figures per cell (study.deploy; costs ~20 s a cell)
+    deploy: bool = False  # record TFLite/Keras deployment figures per cell (study.train.deploy; costs ~20 s a cell)
     limits: dict[str, dict[str, Any]] = field(default_factory=dict)
     include: tuple[str, ...] = ()
     parts: tuple[Grid, ...] = ()  # resolved ``include`` grids
@@ -95,11 +95,11 @@ class Skipped:
 
 
 def default_grid_file() -> Path:
-    return Path(str(resources.files("study") / "grids.toml"))
+    return Path(str(resources.files("study.engine") / "grids.toml"))
 
 
 def load_grids(path: Path | None = None) -> dict[str, Grid]:
-    """Every grid in a TOML file (the packaged ``study/grids.toml`` by default)."""
+    """Every grid in a TOML file (the packaged ``study/engine/grids.toml`` by default)."""
     path = Path(path) if path else default_grid_file()
     try:
         raw = tomllib.loads(path.read_text())
@@ -138,7 +138,7 @@ def _register_folders(tables: dict[str, Any], grid_file: Path) -> None:
 
     Relative paths are resolved against the grid file, so a study folder can carry its grid and its data.
     """
-    from study.datasets import get_dataset, register_image_folder
+    from study.data.datasets import get_dataset, register_image_folder
 
     for name, table in tables.items():
         if "path" not in table or "domain" not in table:
@@ -165,9 +165,9 @@ def validate(grid: Grid) -> None:
         for part in grid.parts:
             validate(part)
         return
-    from study.backbones import check_image_size, get_backbone
-    from study.data import describe
-    from study.strategies import get_strategy
+    from study.data.catalog import describe
+    from study.train.strategies import get_strategy
+    from study.zoo.backbones import check_image_size, get_backbone
 
     for axis in AXES:
         if not getattr(grid, axis):
@@ -196,8 +196,8 @@ def validate(grid: Grid) -> None:
 
 def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
     """The grid's cells in a stable order (cheap, cache-sharing cells of a dataset together), and the skips."""
-    from study.data import describe
-    from study.strategies import get_strategy
+    from study.data.catalog import describe
+    from study.train.strategies import get_strategy
 
     validate(grid)
     if grid.parts:
