@@ -300,11 +300,11 @@ def test_every_backbone_preprocesses_as_its_keras_module():
     import keras
 
     from study.errors import StudyError
-    from study.zoo.backbones import REGISTRY, preprocess_fn
+    from study.zoo.backbones import BACKBONES, preprocess_fn
     from study.zoo.preprocessing import Preprocess
 
     x = np.random.default_rng(2).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
-    for spec in REGISTRY.values():
+    for spec in BACKBONES.records():
         expected = getattr(keras.applications, spec.preprocess).preprocess_input(x.copy())
         np.testing.assert_array_equal(np.asarray(preprocess_fn(spec)(x)), expected, err_msg=spec.name)
         np.testing.assert_array_equal(np.asarray(Preprocess(spec.preprocessing)(x)), np.asarray(preprocess_fn(spec)(x)))

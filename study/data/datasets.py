@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from study.errors import StudyError, unknown_name
+from study.errors import StudyError
+from study.registry import Registry
 
 #: Domains of the built-in datasets. A user-registered dataset may carry any other label.
 BUILTIN_DOMAINS: tuple[str, ...] = ("natural", "medical", "digits", "satellite")
@@ -137,33 +138,22 @@ class DatasetSpec:
         return root.is_dir() and all((root / rel).exists() for rel in self.required_paths())
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+"""Every dataset the study can run, built-in or registered by a grid file, a plugin or the advisor."""
 
-
-def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSpec:
-    """Add a spec to the registry; refuses to shadow an existing name unless ``overwrite``."""
-    if spec.name in _REGISTRY and not overwrite:
-        raise StudyError(f"dataset {spec.name!r} is already registered; choose another name")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def get_dataset(name: str) -> DatasetSpec:
-    """The spec registered under ``name`` (an unknown name lists the known ones)."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise unknown_name("dataset", name, list(_REGISTRY)) from None
+register_dataset = DATASETS.register
+get_dataset = DATASETS.get
+unregister_dataset = DATASETS.unregister
 
 
 def list_datasets(domain: str | None = None) -> list[str]:
     """Registered dataset names, sorted, optionally only those of one domain."""
-    return sorted(n for n, s in _REGISTRY.items() if domain is None or s.domain == domain)
+    return sorted(s.name for s in DATASETS.records() if domain is None or s.domain == domain)
 
 
 def known_domains() -> list[str]:
     """Every domain label in use (built-in ones first, then user labels), for CLI choices and reports."""
-    used = {s.domain for s in _REGISTRY.values()}
+    used = {s.domain for s in DATASETS.records()}
     return [d for d in BUILTIN_DOMAINS if d in used] + sorted(used - set(BUILTIN_DOMAINS))
 
 
@@ -196,11 +186,6 @@ def register_image_folder(
         **layout,  # type: ignore[arg-type]
     )
     return register_dataset(spec)
-
-
-def unregister_dataset(name: str) -> None:
-    """Remove a (user) dataset; used by tests and by tools that register temporary folders."""
-    _REGISTRY.pop(name, None)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from study import config
-from study.errors import StudyError, WeightsUnavailableError, unknown_name
+from study.errors import StudyError, WeightsUnavailableError
+from study.registry import Registry
 
 KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -97,13 +98,12 @@ def _effnetb0_blocks() -> tuple[str, ...]:
     return ("stem_activation", *body, "top_activation")
 
 
-REGISTRY: dict[str, BackboneSpec] = {}
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+"""ImageNet backbones (tests register tiny ones the same way)."""
 
-
-def register_backbone(spec: BackboneSpec) -> BackboneSpec:
-    """Add a backbone to the registry (tests register tiny ones the same way)."""
-    REGISTRY[spec.name] = spec
-    return spec
+register_backbone = BACKBONES.register
+get_backbone = BACKBONES.get
+list_backbones = BACKBONES.list
 
 
 for _spec in (
@@ -164,18 +164,6 @@ for _spec in (
     ),
 ):
     register_backbone(_spec)
-
-
-def get_backbone(name: str) -> BackboneSpec:
-    """Registry lookup; an unknown name lists the known ones."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise unknown_name("backbone", name, list(REGISTRY)) from None
-
-
-def list_backbones() -> list[str]:
-    return sorted(REGISTRY)
 
 
 def check_image_size(spec: BackboneSpec, image_size: int) -> None:
