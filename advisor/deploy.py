@@ -57,7 +57,7 @@ def _check_out(out: Path, force: bool) -> None:
 
 def _choose(rec: Any, strategy: str | None, backbone: str | None) -> tuple[str, str, Any]:
     """(strategy, backbone, the advisor option it corresponds to or None) after the overrides."""
-    from study.engine.grid import NO_BACKBONE
+    from study.engine.store import NO_BACKBONE
     from study.train.strategies import get_strategy
 
     options = [o for o in rec.options if strategy is None or o.strategy == strategy]
@@ -171,8 +171,9 @@ def train(
             check_image_size(spec, size)
         say(f"training {chosen_strategy}" + (f" / {chosen_backbone}" if uses_backbone else "")
             + f" at {size} px on {n_pool} images ({n_test} held out for test), {trials} tuning trial(s)")  # fmt: skip
-        cell = Cell(name, n_pool, chosen_strategy, chosen_backbone, size, seed, epochs, trials, False,
-                    max(1, n_test), TRAIN_GRID, 1)  # fmt: skip
+        cell = Cell(dataset=name, n_images=n_pool, strategy=chosen_strategy,
+                    backbone=chosen_backbone if uses_backbone else None, image_size=size, seed=seed, epochs=epochs,
+                    trials=trials, augment=False, max_test=max(1, n_test), grid=TRAIN_GRID, retries=1)  # fmt: skip
         runner = CellRunner(config.cache_dir())
         trained = runner.train(cell)
         model = trained.result.model()

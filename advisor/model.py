@@ -53,40 +53,21 @@ from advisor.relative import DISTANCE_WEIGHTS as DISTANCE_WEIGHTS  # re-exported
 from advisor.relative import RULES, RelativeAccuracy, candidates, cell_table, select, trait_defaults, with_features
 from advisor.relative import distance_matrix as distance_matrix
 from advisor.textbook import textbook_rule
-
-FREEZE_LEVEL: dict[str, int] = {
-    "linear_probe": 3,
-    "feature_extraction": 3,
-    "fine_tune_top": 2,
-    "full_fine_tune": 1,
-    "scratch": 0,
-    "scratch_small": 0,
-}
-"""How much of the pretrained network a strategy keeps frozen (3 = all of it, 0 = nothing pretrained)."""
-
-FREEZE_TEXT: dict[str, str] = {
-    "linear_probe": "freeze the whole backbone; fit a logistic regression on its pooled features",
-    "feature_extraction": "freeze the whole backbone; train only the new head",
-    "fine_tune_top": "freeze all but the top {top_k} blocks (BatchNorm always frozen); head first, then those blocks",
-    "full_fine_tune": "head first, then unfreeze every layer except BatchNorm",
-    "scratch": "nothing pretrained: train the backbone's architecture from random initialisation",
-    "scratch_small": "nothing pretrained: train the small 4-block CNN from random initialisation",
-}
+from study.engine.store import NO_BACKBONE
+from study.train.strategies import strategy_or_none
 
 CLOSE_CALL = 0.01
 """Expected accuracies closer than this are a toss-up at the study's noise level (seeds x 500 test images)."""
 
 NUMERIC = ("log2_n", "log2_classes", "gap", "image_size", "imbalance")
 RECIPE_PARAMS = ("lr_head", "lr_finetune", "dropout", "weight_decay", "top_k", "linear_c")
-_PARAMS_USED = {
-    "linear_probe": ("linear_c",),
-    "feature_extraction": ("lr_head", "dropout", "weight_decay"),
-    "fine_tune_top": ("lr_head", "lr_finetune", "dropout", "weight_decay", "top_k"),
-    "full_fine_tune": ("lr_head", "lr_finetune", "dropout", "weight_decay"),
-    "scratch": ("lr_head", "dropout", "weight_decay"),
-    "scratch_small": ("lr_head", "dropout", "weight_decay"),
-}
-NO_BACKBONE = "none"
+"""Hyper-parameters reported for a strategy this installation has no record of (its rows still count)."""
+
+
+def freeze_level(strategy: str) -> int:
+    """How much of the pretrained network a strategy keeps frozen (3 = all of it, 0 = nothing; -1 = unknown)."""
+    record = strategy_or_none(strategy)
+    return record.freeze_level if record is not None else -1
 
 
 # ---------------------------------------------------------------------------------------------------- plain data
@@ -445,7 +426,7 @@ class Advisor(BaseEstimator):
         out["low"] = np.clip(mean - z * sd, 0.0, 1.0)
         out["high"] = np.clip(mean + z * sd, 0.0, 1.0)
         out["cost_minutes"] = np.exp(self.cost_model_.predict(x))
-        out["freeze_level"] = out["strategy"].map(FREEZE_LEVEL).fillna(-1)
+        out["freeze_level"] = out["strategy"].map(freeze_level)
         # ties (equal expected accuracy) go to the cheaper option, then to the more frozen one
         order = ["query", "expected", "cost_minutes", "freeze_level"]
         out = out.sort_values(order, ascending=[True, False, True, False], kind="stable").reset_index(drop=True)
@@ -520,7 +501,8 @@ class Advisor(BaseEstimator):
         best = rows.loc[rows.groupby(["dataset", "n_images", "image_size"])["accuracy"].idxmax()] if len(rows) else rows
         params = [p if isinstance(p, dict) else {} for p in best.get("params", pd.Series(dtype=object))]
         metrics = [m if isinstance(m, dict) else {} for m in best.get("metrics", pd.Series(dtype=object))]
-        for name in _PARAMS_USED.get(strategy, RECIPE_PARAMS):
+        record = strategy_or_none(strategy)
+        for name in record.params if record is not None else RECIPE_PARAMS:
             values = [p.get(name) for p in params]
             if name == "top_k":
                 values = [m.get("top_k") or p.get("top_k") for m, p in zip(metrics, params, strict=True)]
@@ -532,7 +514,7 @@ class Advisor(BaseEstimator):
         if epochs:
             recipe["epochs"] = epochs
         top_k = recipe.get("top_k", "k")
-        recipe["freeze"] = FREEZE_TEXT.get(strategy, "").format(top_k=top_k)
+        recipe["freeze"] = record.freeze_text.format(top_k=top_k) if record is not None else ""
         recipe["from_cells"] = int(len(best))
         return recipe
 
@@ -649,12 +631,9 @@ class Advisor(BaseEstimator):
 
 
 def _strategy_recipe(strategy: str) -> str:
-    try:
-        from study.train.strategies import get_strategy
-
-        return get_strategy(strategy).recipe
-    except Exception:  # a strategy from another version of the study: no recipe text, the numbers still stand
-        return ""
+    """The record's recipe text; a strategy from another version of the study has none (its numbers still stand)."""
+    record = strategy_or_none(strategy)
+    return record.recipe if record is not None else ""
 
 
 def _epochs_run(curves: pd.Series) -> dict[str, int]:

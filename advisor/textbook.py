@@ -32,17 +32,21 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from study.train.strategies import strategy_records
+
 SMALL_N = 1000
 SIMILAR_GAP = 1.0
 SIMILAR_DOMAINS = frozenset({"natural"})
 
-TABLE: dict[tuple[str, str], tuple[str, ...]] = {
-    ("small", "similar"): ("feature_extraction", "linear_probe", "fine_tune_top"),
-    ("small", "different"): ("fine_tune_top", "feature_extraction", "full_fine_tune"),
-    ("large", "similar"): ("fine_tune_top", "full_fine_tune", "feature_extraction"),
-    ("large", "different"): ("full_fine_tune", "fine_tune_top", "scratch", "scratch_small"),
-}
-"""Quadrant -> strategies in order of preference (first = what the rule says)."""
+def preferences(quadrant: tuple[str, str]) -> tuple[str, ...]:
+    """Strategies in the rule's order of preference for a quadrant (first = what the rule says).
+
+    Each strategy record states its rank per quadrant (``Strategy.textbook``), so the rule is data beside the
+    strategy it names.
+    """
+    key = "/".join(quadrant)
+    ranked = [(dict(r.textbook)[key], r.name) for r in strategy_records() if key in dict(r.textbook)]
+    return tuple(name for _, name in sorted(ranked))
 
 
 def quadrant(n_images: int, domain: str, gap: float | None = None) -> tuple[str, str]:
@@ -62,7 +66,7 @@ def textbook_rule(
     >>> textbook_rule(5000, "medical", available={"fine_tune_top", "scratch_small"})
     'fine_tune_top'
     """
-    choices = TABLE[quadrant(n_images, domain, gap)]
+    choices = preferences(quadrant(n_images, domain, gap))
     if available is None:
         return choices[0]
     for strategy in choices:

@@ -28,6 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from reports import data as rdata
 from reports import figures as rfig
 from study.analysis import tables as analysis
+from study.engine.store import NO_BACKBONE
 from study.errors import StudyError
 from study.train.deploy import VARIANTS
 
@@ -131,8 +132,8 @@ def figures(data: rdata.ReportData) -> dict[str, Any]:
     """Every static figure of the report, keyed by section (a list for the per-backbone accuracy figures)."""
     order = data.dataset_order
     titles = similarity_labels(data.datasets)
-    backbones = [b for b in sorted(data.summary["backbone"].unique()) if b != rdata.NO_BACKBONE]
-    backbones = backbones or [rdata.NO_BACKBONE]
+    backbones = [b for b in sorted(data.summary["backbone"].unique()) if b != NO_BACKBONE]
+    backbones = backbones or [NO_BACKBONE]
     acc = [
         _figure(
             lambda b=b: rfig.accuracy_vs_size(data.summary, order, b, titles),

@@ -20,10 +20,8 @@ import pandas as pd
 
 from study.analysis import stats
 from study.analysis import tables as analysis
+from study.engine.store import NO_BACKBONE
 from study.errors import StudyError
-
-NO_BACKBONE = "none"
-"""Backbone name of backbone-independent cells (``study.engine.grid.NO_BACKBONE``; not imported: it pulls in TF)."""
 
 ANCHORS_FILE = Path(__file__).with_name("anchors.toml")
 JSON_COLUMNS = ("metrics", "curves", "params", "provenance")

@@ -23,12 +23,11 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator, ScalarFormatter
 
-from reports.data import NO_BACKBONE, curve_frame, has_curves
+from reports.data import curve_frame, has_curves
+from study.engine.store import NO_BACKBONE
+from study.train.strategies import strategy_or_none, strategy_records
 
 DPI = 100
-STRATEGY_ORDER = ("scratch", "scratch_small", "linear_probe", "feature_extraction", "fine_tune_top", "full_fine_tune")
-ABBREVIATIONS = {"scratch": "SCR", "scratch_small": "CNN", "linear_probe": "LP", "feature_extraction": "FE",
-                 "fine_tune_top": "FT-top", "full_fine_tune": "FT-all"}  # fmt: skip
 COST_MEASURES = {
     "train_seconds": "training time (s)",
     "trainable_params": "trainable parameters",
@@ -67,22 +66,25 @@ def encode(fig: mpl.figure.Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-PALETTE = {
-    "scratch": "#4d4d4d",
-    "scratch_small": "#bababa",
-    "linear_probe": "#009e73",
-    "feature_extraction": "#0072b2",
-    "fine_tune_top": "#d55e00",
-    "full_fine_tune": "#cc79a7",
-}
-"""Colour-blind-safe (Okabe-Ito) colours per strategy; from-scratch baselines in greys so transfer stands out."""
+def strategy_order() -> tuple[str, ...]:
+    """Strategies in the records' display order (from-scratch baselines first, then least to most fine-tuned)."""
+    return tuple(r.name for r in strategy_records())
+
+
+def abbreviation(strategy: str) -> str:
+    record = strategy_or_none(strategy)
+    return (record.abbreviation if record is not None else "") or strategy
 
 
 def strategy_palette(strategies: Sequence[str]) -> dict[str, Any]:
-    """One fixed colour per strategy, the same in every figure (unknown strategies get further colours)."""
-    extra = sorted(set(strategies) - set(PALETTE))
+    """One fixed colour per strategy (its record's), the same in every figure; others get further colours.
+
+    The records' colours are colour-blind-safe (Okabe-Ito), with the from-scratch baselines in greys.
+    """
+    fixed = {r.name: r.colour for r in strategy_records() if r.colour}
+    extra = sorted(set(strategies) - set(fixed))
     more = sns.color_palette("colorblind", 10)[-len(extra) :] if extra else []
-    return {**PALETTE, **{name: more[i % len(more)] for i, name in enumerate(extra)}}
+    return {**fixed, **{name: more[i % len(more)] for i, name in enumerate(extra)}}
 
 
 def _present(order: Sequence[str], values: pd.Series) -> list[str]:
@@ -156,7 +158,7 @@ def accuracy_vs_size(
     order = [d for d in dataset_order if d in set(frame["dataset"])] + sorted(
         set(frame["dataset"]) - set(dataset_order)
     )
-    hue_order = _present(STRATEGY_ORDER, frame["strategy"])
+    hue_order = _present(strategy_order(), frame["strategy"])
     palette = strategy_palette(hue_order)
     sizes = sorted(int(n) for n in frame["n_images"].unique())
     multi_px = frame["image_size"].nunique() > 1
@@ -208,7 +210,7 @@ def strategy_map(best: pd.DataFrame, row_labels: Mapping[str, str], dataset_orde
         .tolist()
     )
     cols = sorted(int(n) for n in frame["n_images"].unique())
-    strategies = _present(STRATEGY_ORDER, frame["best_strategy"])
+    strategies = _present(strategy_order(), frame["best_strategy"])
     palette = strategy_palette(strategies)
     code = {s: i for i, s in enumerate(strategies)}
     codes = frame.pivot_table(index="row", columns="n_images", values="best_strategy", aggfunc="first")
@@ -221,7 +223,7 @@ def strategy_map(best: pd.DataFrame, row_labels: Mapping[str, str], dataset_orde
         for j in range(codes.shape[1]):
             s, m = codes.iat[i, j], margin.iat[i, j]
             notes[i, j] = (
-                "" if pd.isna(s) else f"{ABBREVIATIONS.get(s, s)}\n" + ("—" if pd.isna(m) else f"+{100 * m:.1f}")
+                "" if pd.isna(s) else f"{abbreviation(s)}\n" + ("—" if pd.isna(m) else f"+{100 * m:.1f}")
             )
     with theme():
         fig, ax = plt.subplots(figsize=(1.0 * len(cols) + 3.2, 0.55 * len(rows) + 1.4))
@@ -234,7 +236,7 @@ def strategy_map(best: pd.DataFrame, row_labels: Mapping[str, str], dataset_orde
         ax.set_ylabel("dataset (closest to natural photos at the top)")
         ax.set_xticklabels([str(c) for c in cols], rotation=0)
         ax.tick_params(axis="y", rotation=0)
-        handles = [Patch(facecolor=palette[s], label=f"{ABBREVIATIONS.get(s, s)} = {s}") for s in strategies]
+        handles = [Patch(facecolor=palette[s], label=f"{abbreviation(s)} = {s}") for s in strategies]
         ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(3, len(handles)),
                   frameon=False, fontsize=8)  # fmt: skip
         uri = encode(fig)
@@ -282,7 +284,7 @@ def gain_over_scratch(
     order = [d for d in dataset_order if d in set(frame["dataset"])] + sorted(
         set(frame["dataset"]) - set(dataset_order)
     )
-    hue_order = _present(STRATEGY_ORDER, frame["strategy"])
+    hue_order = _present(strategy_order(), frame["strategy"])
     palette = strategy_palette(hue_order)
     pairs = sorted(set(zip(frame["strategy"], frame["backbone"], strict=True)))
     shift = {p: 1.06 ** (i - (len(pairs) - 1) / 2) for i, p in enumerate(pairs)}  # dodge on the log axis
@@ -404,7 +406,7 @@ def cost_vs_accuracy(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     long = cost_frame(runs, summary)
     if long.empty:
         raise NoData("no cell has both an accuracy and a measured cost")
-    hue_order = _present(STRATEGY_ORDER, long["strategy"])
+    hue_order = _present(strategy_order(), long["strategy"])
     palette = strategy_palette(hue_order)
     measures = [m for m in COST_MEASURES.values() if m in set(long["measure"])]
     with theme():
@@ -449,7 +451,8 @@ def representative_rows(runs: pd.DataFrame, dataset_order: Sequence[str], limit:
     if has.empty:
         return has
     rank = {d: i for i, d in enumerate(dataset_order)}
-    priority = ["fine_tune_top", "full_fine_tune", "scratch", "feature_extraction", "scratch_small"]
+    ranked = sorted((r for r in strategy_records() if r.curve_example is not None), key=lambda r: r.curve_example)
+    priority = [r.name for r in ranked]
     chosen = []
     for strategy in priority + sorted(set(has["strategy"]) - set(priority)):
         rows = has[has["strategy"] == strategy]

@@ -7,6 +7,7 @@ test registers a tiny backbone.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -51,6 +52,20 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> T | None:
         """Remove ``name`` (a no-op when absent); returns the record removed."""
         return self._records.pop(name, None)
+
+    @contextlib.contextmanager
+    def temporary(self, record: T) -> Iterator[T]:
+        """Register ``record`` for the duration of a ``with`` block (tests, a user's folder measured once)."""
+        name = self._key(record)
+        previous = self._records.get(name)
+        self._records[name] = record
+        try:
+            yield record
+        finally:
+            if previous is None:
+                self._records.pop(name, None)
+            else:
+                self._records[name] = previous
 
     def records(self) -> list[T]:
         """Every record, in registration order (the order tables and figures use unless a record says otherwise)."""

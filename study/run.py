@@ -77,10 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _pretrained_cells(cells: list) -> list:
     """Cells that load ImageNet weights: they need the weights file and a domain-similarity score."""
-    from study.engine.grid import NO_BACKBONE
     from study.train.strategies import get_strategy
 
-    return [c for c in cells if c.backbone != NO_BACKBONE and get_strategy(c.strategy).pretrained]
+    return [c for c in cells if c.backbone is not None and get_strategy(c.strategy).pretrained]
 
 
 def _check_inputs(cells: list, data_dirs: list[Path]) -> None:

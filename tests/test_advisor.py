@@ -21,9 +21,9 @@ from advisor import Advisor, AdvisorError, Traits, leave_one_dataset_out, load_r
 from advisor.cli import main
 from advisor.data import prepare
 from advisor.evaluate import REGRET_BASIS, _folds, summary
-from advisor.model import FREEZE_LEVEL
+from advisor.model import freeze_level
 from advisor.relative import BANDWIDTHS, RelativeAccuracy, cell_table, similarity_groups, trait_defaults, with_features
-from advisor.textbook import SMALL_N, TABLE, quadrant
+from advisor.textbook import SMALL_N, preferences, quadrant
 from study.analysis.tables import flatten
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def test_recommends_the_known_winner(fitted, n, domain, gap, expected):
 def test_more_data_never_prefers_freezing_more(fitted, domain, gap):
     sizes = np.unique(np.geomspace(30, 10000, 25).astype(int))
     levels = [
-        FREEZE_LEVEL[fitted.predict_table({"n_images": int(n), "domain": domain, "gap": gap}).iloc[0]["strategy"]]
+        freeze_level(fitted.predict_table({"n_images": int(n), "domain": domain, "gap": gap}).iloc[0]["strategy"])
         for n in sizes
     ]
     assert all(later <= earlier for earlier, later in zip(levels, levels[1:], strict=False)), levels
@@ -269,7 +269,11 @@ def test_textbook_rule_table():
     # a strategy the cell did not measure falls back to the next in the quadrant's list
     assert textbook_rule(5000, "medical", available={"scratch", "fine_tune_top"}) == "fine_tune_top"
     assert textbook_rule(5000, "medical", available={"scratch", "scratch_small"}) == "scratch"
-    assert set(TABLE) == {(s, d) for s in ("small", "large") for d in ("similar", "different")}
+    # the rule as the strategy records state it, quadrant by quadrant (CS231n / TF / Keras tutorials)
+    assert preferences(("small", "similar")) == ("feature_extraction", "linear_probe", "fine_tune_top")
+    assert preferences(("small", "different")) == ("fine_tune_top", "feature_extraction", "full_fine_tune")
+    assert preferences(("large", "similar")) == ("fine_tune_top", "full_fine_tune", "feature_extraction")
+    assert preferences(("large", "different")) == ("full_fine_tune", "fine_tune_top", "scratch", "scratch_small")
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation

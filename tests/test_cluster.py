@@ -74,7 +74,8 @@ def test_ray_runs_the_smoke_grid_with_the_same_rows_as_the_local_executor(ray_cl
 
 def test_a_ray_worker_killed_mid_cell_is_retried(ray_cluster, tmp_path, datapack):
     url = f"sqlite:///{tmp_path / 'die.db'}"
-    cell = Cell("retinamnist", 40, "die_once", "none", 32, 0, 2, 1, False, 100, "test", 0)
+    cell = Cell(dataset="retinamnist", n_images=40, strategy="die_once", backbone="mobilenet_v2", image_size=32,
+                seed=0, epochs=2, trials=1, augment=False, max_test=100, grid="test", retries=0)
     summary = run_ray([cell], _config(url, plugins=("die_once",)), max_retries=2, progress=False)
     assert summary.complete == 1, summary.failures
     row = _rows(url).iloc[0]

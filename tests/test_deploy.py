@@ -355,7 +355,8 @@ def test_grid_cell_with_deploy_records_deployment_metrics(tmp_path, datapack, ke
 
     grid = get_grid("deploy")
     assert grid.deploy and all(c.deploy for c in expand(grid)[0])
-    cell = Cell("retinamnist", 40, "linear_probe", "mobilenet_075", 32, 0, 2, 1, False, 60, "test", 0, deploy=True)
+    cell = Cell(dataset="retinamnist", n_images=40, strategy="linear_probe", backbone="mobilenet_075", image_size=32,
+                seed=0, epochs=2, trials=1, augment=False, max_test=60, grid="test", retries=0, deploy=True)
     assert cell.key == replace(cell, deploy=False).key  # not part of the key
     row = CellRunner(config.cache_dir()).run(cell)
     deploy = row["metrics"]["deploy"]

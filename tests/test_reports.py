@@ -26,7 +26,7 @@ from advisor.data import load_results
 from reports import build, data, figures
 from study.analysis import stats
 from study.analysis import tables as analysis
-from study.engine.store import ResultsStore, make_cell_key
+from study.engine.store import NO_BACKBONE, ResultsStore, make_cell_key
 from study.errors import StudyError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,7 +231,7 @@ class Page(HTMLParser):
 
 def expected_figures(d: data.ReportData) -> int:
     """How many figures the data supports: accuracy per backbone, the map, gain (and vs similarity), cost, curves."""
-    backbones = [b for b in d.summary["backbone"].unique() if b != data.NO_BACKBONE] or [data.NO_BACKBONE]
+    backbones = [b for b in d.summary["backbone"].unique() if b != NO_BACKBONE] or [NO_BACKBONE]
     accuracy = sum(figures.with_shared_baselines(d.summary, b)["accuracy_mean"].notna().any() for b in backbones)
     return (
         accuracy

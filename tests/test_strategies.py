@@ -41,7 +41,7 @@ def runs(cats, engine):
     """Every strategy once on the same 200-image cell (memoised: several tests inspect the same runs)."""
     data = _cell(cats, 200, seed=0)
     cfg = TrainConfig(epochs=4, seed=0)
-    return data, {name: STRATEGIES[name].run(data, SPEC, cfg, engine) for name in STRATEGIES}
+    return data, {s.name: s.run(data, SPEC, cfg, engine) for s in STRATEGIES.records()}
 
 
 @pytest.mark.parametrize("name", ["feature_extraction", "fine_tune_top", "full_fine_tune", "linear_probe"])

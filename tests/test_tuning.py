@@ -19,7 +19,8 @@ SPEC = get_backbone("mobilenet_v2")
 
 
 def _cell(strategy: str, trials: int, n: int = 60, retries: int = 2, dataset: str = "retinamnist") -> Cell:
-    return Cell(dataset, n, strategy, "mobilenet_v2", 32, 0, 3, trials, False, 100, "test", retries)
+    return Cell(dataset=dataset, n_images=n, strategy=strategy, backbone="mobilenet_v2", image_size=32, seed=0,
+                epochs=3, trials=trials, augment=False, max_test=100, grid="test", retries=retries)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +73,10 @@ def test_constant_model_is_flagged_retried_and_kept_labelled(runner, monkeypatch
         return FitResult(val_proba=v, test_proba=p, timings={"train_seconds": 0.0, "eval_seconds": 0.0},
                          trainable_params=1)  # fmt: skip
 
-    monkeypatch.setitem(
-        strategies.STRATEGIES, "constant", strategies.Strategy("constant", False, "predicts class 0", constant, False)
-    )
-    row = runner.run(replace(_cell("constant", trials=1), backbone="none"))
+    record = strategies.Strategy(name="constant", run=constant, recipe="predicts class 0", pretrained=False,
+                                 uses_backbone=False)
+    with strategies.STRATEGIES.temporary(record):
+        row = runner.run(replace(_cell("constant", trials=1), backbone=None))
     assert row["degenerate"] is True
     assert row["metrics"]["degenerate_retries"] == 2
     # kept, labelled, and excluded from comparisons

@@ -35,6 +35,7 @@ from study.quality import (  # noqa: F401 - part of this module's API
     is_degenerate,
     prediction_summary,
 )
+from study.train.strategies import baseline_strategies
 
 CELL_KEYS: tuple[str, ...] = ("dataset", "n_images", "strategy", "backbone", "image_size")
 """Columns that identify a cell; rows of one cell differ only by seed."""
@@ -47,8 +48,6 @@ BUDGET_COLUMNS: tuple[str, ...] = ("trials_budget", "epochs_budget", "augment")
 
 SEPARATE = "Keep one budget per store: sweep a different --trials/--epochs into its own --store."
 
-SCRATCH_STRATEGIES: tuple[str, ...] = ("scratch", "scratch_small")
-"""Strategies trained from random initialisation: the baselines that transfer must beat."""
 
 BASELINE_KEYS: tuple[str, ...] = ("dataset", "n_images", "image_size")
 """The scratch baseline is chosen per (dataset, n_images, image_size), across backbones."""
@@ -307,11 +306,11 @@ def transfer_gain(
 ) -> pd.DataFrame:
     """Each pretrained strategy against the best from-scratch baseline, with an interval and a verdict.
 
-    The baseline for (dataset, n_images, image_size) is the best scratch cell among strategies
-    ``SCRATCH_STRATEGIES`` **across all backbones**: a scratch network is a baseline whatever architecture
-    it has, and the question a user asks is "does ImageNet pretraining beat the best I could train
-    myself". Best = highest mean accuracy over non-degenerate rows; degenerate rows never make a baseline.
-    (Choosing the best of several baselines by its sample mean biases it slightly upwards, which makes
+    The baseline for (dataset, n_images, image_size) is the best scratch cell among the strategies whose record
+    says ``baseline`` (``study.train.strategies.baseline_strategies``) **across all backbones**: a scratch network
+    is a baseline whatever architecture it has, and the question a user asks is "does ImageNet pretraining beat
+    the best I could train myself". Best = highest mean accuracy over non-degenerate rows; degenerate rows never
+    make a baseline. (Choosing the best of several baselines by its sample mean biases it slightly upwards, which makes
     ``significant_gain`` conservative.)
 
     One row per pretrained cell (dataset, n_images, backbone, image_size, strategy). ``gain`` is
@@ -323,7 +322,7 @@ def transfer_gain(
     _require_columns(frame, CELL_KEYS, "transfer_gain")
     check_one_budget(frame, SEPARATE)
     marked = mark_degenerate(frame, tol)
-    is_scratch = marked["strategy"].isin(SCRATCH_STRATEGIES)
+    is_scratch = marked["strategy"].isin(baseline_strategies())
     good_scratch = marked[is_scratch & ~marked["degenerate"]]
 
     baselines: dict[tuple[Any, ...], tuple[Any, Any, pd.DataFrame]] = {}

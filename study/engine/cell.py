@@ -25,14 +25,12 @@ from study.data import catalog as datasets
 from study.data.cell_data import CellData
 from study.data.loaders import LoadedDataset
 from study.data.sampling import cap_test, class_balance, train_val_split
-from study.engine.grid import NO_BACKBONE, Cell
+from study.engine.grid import Cell
 from study.errors import StudyError
 from study.train.strategies import get_strategy
 from study.train.training import FitResult, TrainConfig, classification_metrics, count_params, cpu_latency_ms
 from study.train.tuning import tune
 from study.zoo.backbones import get_backbone, resolve_weights, weights_checksum
-
-DEFAULT_BACKBONE_FOR_NONE = "mobilenet_v2"  # scratch_small ignores it; kept only to satisfy the signature
 
 
 @dataclass
@@ -112,7 +110,7 @@ class CellRunner:
         """``run`` without the deployment figures, keeping the trained model and the cell's data."""
         t_start = time.perf_counter()
         strategy = get_strategy(cell.strategy)
-        spec = get_backbone(DEFAULT_BACKBONE_FOR_NONE if cell.backbone == NO_BACKBONE else cell.backbone)
+        spec = get_backbone(cell.backbone) if cell.backbone is not None else None
         data = self.cell_data(cell)
         stats0 = (self.engine.cache.stats.computed_rows, self.engine.cache.stats.hit_rows)
         extract0 = self.engine.cache.stats.extract_seconds

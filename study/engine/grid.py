@@ -22,17 +22,16 @@ from typing import Any
 from study.errors import StudyError, unknown_name
 
 AXES = ("datasets", "sizes", "strategies", "backbones", "seeds")
-NO_BACKBONE = "none"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Cell:
-    """One trained model of the study: the unit the store claims and records."""
+    """One trained model of the study: the unit the store claims and records (built with keywords only)."""
 
     dataset: str
     n_images: int
     strategy: str
-    backbone: str
+    backbone: str | None  # None: the strategy uses no backbone (the store's column says NO_BACKBONE)
     image_size: int
     seed: int
     epochs: int
@@ -52,8 +51,10 @@ class Cell:
     def store_fields(self) -> dict[str, Any]:
         """The cell as the store's key columns."""
         from study.data.catalog import describe
+        from study.engine.store import NO_BACKBONE
 
         d = asdict(self)
+        d["backbone"] = NO_BACKBONE if self.backbone is None else self.backbone
         d.pop("retries")
         d.pop("deploy")
         d["domain"] = describe(self.dataset).domain
@@ -215,11 +216,11 @@ def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
     for dataset, n, seed, strategy, backbone in itertools.product(
         grid.datasets, grid.sizes, grid.seeds, grid.strategies, grid.backbones
     ):
-        if not get_strategy(strategy).uses_backbone:
-            backbone = NO_BACKBONE
         cell = Cell(
-            dataset, n, strategy, backbone, grid.image_size, seed, grid.epochs, grid.trials, grid.augment,
-            grid.max_test, grid.name, grid.retries, grid.deploy,
+            dataset=dataset, n_images=n, strategy=strategy,
+            backbone=backbone if get_strategy(strategy).uses_backbone else None, image_size=grid.image_size,
+            seed=seed, epochs=grid.epochs, trials=grid.trials, augment=grid.augment, max_test=grid.max_test,
+            grid=grid.name, retries=grid.retries, deploy=grid.deploy,
         )  # fmt: skip
         if cell.key in seen:
             continue
@@ -233,7 +234,7 @@ def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
             skipped.append(Skipped(cell, f"n={n} is above this grid's cap for {strategy} (max_n={cap})"))
         elif sizes is not None and n not in sizes:
             skipped.append(Skipped(cell, f"this grid runs {strategy} only at n in {list(sizes)}"))
-        elif only is not None and backbone != NO_BACKBONE and backbone not in only:
+        elif only is not None and cell.backbone is not None and cell.backbone not in only:
             skipped.append(Skipped(cell, f"this grid runs {strategy} only with {', '.join(only)}"))
         else:
             cells.append(cell)

@@ -64,6 +64,10 @@ DEFAULT_STALE_AFTER = 600.0
 _ColType = Literal["str", "int", "float", "bool"]
 
 
+NO_BACKBONE = "none"
+"""The ``backbone`` column's value for a cell whose strategy uses no backbone (``Cell.backbone`` is None)."""
+
+
 @dataclass(frozen=True)
 class ColumnSpec:
     """One typed column described as data, so the table, coercion and docs cannot drift apart."""
@@ -79,7 +83,7 @@ KEY_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("domain", "str", "", "domain label of the dataset (e.g. natural, medical, satellite)"),
     ColumnSpec("n_images", "int", "images", "training-set size: labelled images used for training"),
     ColumnSpec("strategy", "str", "", "transfer strategy (e.g. linear_probe, fine_tune_top, scratch)"),
-    ColumnSpec("backbone", "str", "", "backbone name in the backbone registry"),
+    ColumnSpec("backbone", "str", "", f"backbone name in the registry ({NO_BACKBONE!r}: the strategy has none)"),
     ColumnSpec("image_size", "int", "px", "side length of the square network input"),
     ColumnSpec("seed", "int", "", "replicate seed (data subset, initialisation, shuffling)"),
     ColumnSpec("augment", "bool", "", "whether training-time data augmentation was on"),

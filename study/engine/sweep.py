@@ -19,22 +19,12 @@ from typing import Any
 
 from study.engine.grid import Cell
 from study.engine.store import ResultsStore
+from study.train.strategies import get_strategy
 
 log = logging.getLogger("study.engine.sweep")
 
-# Seconds per training image and epoch of the image-level phase at 96 px on a 2-core CPU, per strategy, used
-# only until the store has finished rows to learn from. Calibrated from runs at 64 px on this project's CPU
-# machine (cifar10_subset, n=200/1000; scaled by pixel count); the head-only phases on cached features are
-# nearly free and counted in FIXED_SECONDS.
-SECONDS_PER_IMAGE_EPOCH = {
-    "scratch": 0.029,
-    "full_fine_tune": 0.0135,
-    "scratch_small": 0.0075,
-    "fine_tune_top": 0.0024,
-    "feature_extraction": 0.0001,
-    "linear_probe": 0.0001,
-}
-FIXED_SECONDS = {"scratch": 6.0, "full_fine_tune": 8.0, "fine_tune_top": 5.0, "scratch_small": 2.0}
+# Cost hints per strategy (seconds per training image and epoch at 96 px, fixed seconds per trial) live in the
+# strategy records (``study.train.strategies``), used only until the store has finished rows to learn from.
 EXTRACT_SECONDS_PER_IMAGE = 0.006  # frozen forward pass at 96 px, paid once per image and backbone
 # A deploy cell's Keras save/reload, three TFLite conversions and their evaluation: the reference deploy grid's
 # 9 cells (96 px) spent 7-30 s (median 19 s, mean 22 s) between their training's end and their row's completion.
@@ -59,11 +49,11 @@ def estimate_seconds(cell: Cell, history: dict[tuple, tuple[float, float]] | Non
         if fitted is not None:
             fixed, per_image = fitted
             return (fixed + per_image * cell.n_images) * cell.trials + deploy
-    per = SECONDS_PER_IMAGE_EPOCH.get(cell.strategy, 0.01) * scale
-    pretrained = cell.strategy not in ("scratch", "scratch_small")
-    extract = EXTRACT_SECONDS_PER_IMAGE * scale * cell.n_images if pretrained else 0.0
+    strategy = get_strategy(cell.strategy)
+    per = strategy.seconds_per_image_epoch * scale
+    extract = EXTRACT_SECONDS_PER_IMAGE * scale * cell.n_images if strategy.pretrained else 0.0
     train = 0.8 * cell.n_images * cell.epochs * per  # 80 % of N trains; the full epoch budget (an upper bound)
-    return cell.trials * (FIXED_SECONDS.get(cell.strategy, 1.0) + train) + extract / 4 + deploy
+    return cell.trials * (strategy.fixed_seconds + train) + extract / 4 + deploy
 
 
 def history_rates(store: ResultsStore) -> dict[tuple, tuple[float, float]]:

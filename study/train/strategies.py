@@ -27,7 +27,7 @@ import numpy as np
 
 from study.cache.features import POOLED, FeatureEngine
 from study.data.cell_data import CellData
-from study.errors import unknown_name
+from study.registry import Registry
 from study.train.head import HeadWeights, train_head
 from study.train.training import (
     FitResult,
@@ -39,38 +39,66 @@ from study.train.training import (
 )
 from study.zoo.backbones import BackboneSpec, build_backbone, preprocess_fn, split_at
 
-RunFn = Callable[[CellData, BackboneSpec, TrainConfig, FeatureEngine], FitResult]
+RunFn = Callable[[CellData, BackboneSpec | None, TrainConfig, FeatureEngine], FitResult]
+"""(cell data, backbone record or None for a strategy without one, hyper-parameters, cache) -> result."""
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """A named recipe. ``uses_backbone=False`` means the backbone axis does not apply (``scratch_small``)."""
+    """Everything the study, the advisor and the report need to know about one way of using a backbone.
+
+    No other module keeps a table keyed by strategy names: tuning reads ``params``, the sweep's time estimate
+    reads the cost hints, the statistics read ``baseline``, the advisor reads ``freeze_level``/``freeze_text``/
+    ``textbook`` and the report reads the display fields. A plugin strategy is one such record.
+    """
 
     name: str
-    pretrained: bool
-    recipe: str
     run: RunFn
-    uses_backbone: bool = True
+    recipe: str  # what it does, in a sentence or two (shown by the advisor and the report)
+    pretrained: bool  # loads ImageNet weights (needs the weights file and a domain-similarity score)
+    baseline: bool = False  # a from-scratch baseline that transfer has to beat (``study.analysis.stats``)
+    uses_backbone: bool = True  # False: the backbone axis does not apply (the store's column says "none")
     cached: bool = True  # trains on cached activations (cheap to tune)
+    params: tuple[str, ...] = ()  # TrainConfig fields it reads and tuning searches (``study.train.tuning.PARAMS``)
+    freeze_level: int = 0  # how much pretrained network stays frozen: 3 = all of it ... 0 = nothing pretrained
+    freeze_text: str = ""  # the advisor's one-line "what to freeze" ({top_k} is filled in)
+    seconds_per_image_epoch: float = 0.01  # cost hint at 96 px on 2 CPU cores, until the store has measurements
+    fixed_seconds: float = 1.0  # cost hint: building and tracing per trial
+    label: str = ""  # display name
+    abbreviation: str = ""  # short display name (figure facets)
+    colour: str | None = None  # fixed colour in every figure (None: one from the colour-blind palette)
+    order: int = 100  # position in tables and legends
+    curve_example: int | None = None  # rank among the report's example learning curves (None: after the ranked)
+    textbook: tuple[tuple[str, int], ...] = ()  # ("small/similar", rank): the 2x2 rule's preference per quadrant
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
 
 
-STRATEGIES: dict[str, Strategy] = {}
-
-
-def register_strategy(strategy: Strategy) -> Strategy:
-    STRATEGIES[strategy.name] = strategy
-    return strategy
-
-
-def get_strategy(name: str) -> Strategy:
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise unknown_name("strategy", name, list(STRATEGIES)) from None
+STRATEGIES: Registry[Strategy] = Registry("strategy")
+register_strategy = STRATEGIES.register
+get_strategy = STRATEGIES.get
 
 
 def list_strategies() -> list[str]:
-    return list(STRATEGIES)
+    """Strategy names in display order."""
+    return [s.name for s in strategy_records()]
+
+
+def strategy_records() -> list[Strategy]:
+    """Every registered strategy, in display order."""
+    return sorted(STRATEGIES.records(), key=lambda s: s.order)
+
+
+def baseline_strategies() -> tuple[str, ...]:
+    """The from-scratch baselines: what ``negative_transfer`` and the transfer gain compare against."""
+    return tuple(s.name for s in strategy_records() if s.baseline)
+
+
+def strategy_or_none(name: str) -> Strategy | None:
+    """The record, or None for a strategy this installation does not know (a row from a plugin not loaded)."""
+    return STRATEGIES.get(name) if name in STRATEGIES else None
 
 
 # --------------------------------------------------------------------------------------------- building blocks
@@ -365,7 +393,8 @@ def run_scratch(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: Fe
 
 
 def _train_from_scratch(
-    model: Any, data: CellData, spec: BackboneSpec, prep: BackboneSpec | None, cfg: TrainConfig, engine: FeatureEngine
+    model: Any, data: CellData, spec: BackboneSpec | None, prep: BackboneSpec | None, cfg: TrainConfig,
+    engine: FeatureEngine,
 ) -> FitResult:
     """Train a randomly initialised model on images (``prep``: whose preprocessing, None = the model's own)."""
     before = engine.cache.stats.extract_seconds
@@ -426,7 +455,7 @@ def small_cnn(image_size: int, n_classes: int, cfg: TrainConfig) -> Any:
     return keras.Sequential(layers, name="small_cnn")
 
 
-def run_scratch_small(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+def run_scratch_small(data: CellData, spec: BackboneSpec | None, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
     _seed(cfg)
     return _train_from_scratch(small_cnn(data.image_size, data.n_classes, cfg), data, spec, None, cfg, engine)
 
@@ -482,53 +511,124 @@ def run_linear_probe(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engin
     )
 
 
+_HEAD = ("lr_head", "dropout", "weight_decay")
+_SMALL_SIMILAR, _SMALL_DIFFERENT, _LARGE_SIMILAR, _LARGE_DIFFERENT = (
+    "small/similar", "small/different", "large/similar", "large/different")  # fmt: skip
+
 for _s in (
     Strategy(
-        "scratch",
-        False,
-        "The backbone's architecture, randomly initialised, every layer trained (BatchNorm in training mode, "
+        name="scratch",
+        run=run_scratch,
+        recipe="The backbone's architecture, randomly initialised, every layer trained (BatchNorm in training mode, "
         "momentum 0.9) with Adam at lr_head: the from-scratch baseline of the same capacity.",
-        run_scratch,
+        pretrained=False,
+        baseline=True,
         cached=False,
+        params=_HEAD,
+        freeze_level=0,
+        freeze_text="nothing pretrained: train the backbone's architecture from random initialisation",
+        seconds_per_image_epoch=0.029,
+        fixed_seconds=6.0,
+        label="from scratch (backbone architecture)",
+        abbreviation="SCR",
+        colour="#4d4d4d",
+        order=0,
+        curve_example=2,
+        textbook=((_LARGE_DIFFERENT, 2),),
     ),
     Strategy(
-        "scratch_small",
-        False,
-        "A 4-block CNN (32-64-128-128 filters, no BatchNorm) trained from scratch: the strong baseline on far "
+        name="scratch_small",
+        run=run_scratch_small,
+        recipe="A 4-block CNN (32-64-128-128 filters, no BatchNorm) trained from scratch: the strong baseline on far "
         "domains and small images. Independent of the backbone.",
-        run_scratch_small,
+        pretrained=False,
+        baseline=True,
         uses_backbone=False,
         cached=False,
+        params=_HEAD,
+        freeze_level=0,
+        freeze_text="nothing pretrained: train the small 4-block CNN from random initialisation",
+        seconds_per_image_epoch=0.0075,
+        fixed_seconds=2.0,
+        label="small CNN from scratch",
+        abbreviation="CNN",
+        colour="#bababa",
+        order=1,
+        curve_example=4,
+        textbook=((_LARGE_DIFFERENT, 3),),
     ),
     Strategy(
-        "feature_extraction",
-        True,
-        "Frozen ImageNet backbone, global average pooling, new head (dropout + dense softmax) trained with Adam "
+        name="linear_probe",
+        run=run_linear_probe,
+        recipe="Standardised cached pooled features + scikit-learn multinomial logistic regression (C tuned): the "
+        "cheapest transfer baseline.",
+        pretrained=True,
+        params=("linear_c",),
+        freeze_level=3,
+        freeze_text="freeze the whole backbone; fit a logistic regression on its pooled features",
+        seconds_per_image_epoch=0.0001,
+        fixed_seconds=1.0,
+        label="linear probe",
+        abbreviation="LP",
+        colour="#009e73",
+        order=2,
+        textbook=((_SMALL_SIMILAR, 1),),
+    ),
+    Strategy(
+        name="feature_extraction",
+        run=run_feature_extraction,
+        recipe="Frozen ImageNet backbone, global average pooling, new head (dropout + dense softmax) trained with Adam "
         "at lr_head on cached pooled features (TF transfer-learning tutorial, phase 1).",
-        run_feature_extraction,
+        pretrained=True,
+        params=_HEAD,
+        freeze_level=3,
+        freeze_text="freeze the whole backbone; train only the new head",
+        seconds_per_image_epoch=0.0001,
+        fixed_seconds=1.0,
+        label="feature extraction",
+        abbreviation="FE",
+        colour="#0072b2",
+        order=3,
+        curve_example=3,
+        textbook=((_SMALL_SIMILAR, 0), (_SMALL_DIFFERENT, 1), (_LARGE_SIMILAR, 2)),
     ),
     Strategy(
-        "fine_tune_top",
-        True,
-        "Head-only phase as feature_extraction, then the top k blocks (backbone default unless tuned) and the "
+        name="fine_tune_top",
+        run=run_fine_tune_top,
+        recipe="Head-only phase as feature_extraction, then the top k blocks (backbone default unless tuned) and the "
         "head trained at lr_finetune on cached activations at the freeze point; BatchNorm layers stay frozen "
         "(TF tutorial phase 2, fine_tune_at; Keras fine-tuning guide).",
-        run_fine_tune_top,
+        pretrained=True,
+        params=(*_HEAD, "lr_finetune", "top_k"),
+        freeze_level=2,
+        freeze_text="freeze all but the top {top_k} blocks (BatchNorm always frozen); head first, then those blocks",
+        seconds_per_image_epoch=0.0024,
+        fixed_seconds=5.0,
+        label="fine-tune top blocks",
+        abbreviation="FT-top",
+        colour="#d55e00",
+        order=4,
+        curve_example=0,
+        textbook=((_SMALL_SIMILAR, 2), (_SMALL_DIFFERENT, 0), (_LARGE_SIMILAR, 0), (_LARGE_DIFFERENT, 1)),
     ),
     Strategy(
-        "full_fine_tune",
-        True,
-        "Head-only phase as feature_extraction, then every layer but BatchNorm trained at lr_finetune on images "
+        name="full_fine_tune",
+        run=run_full_fine_tune,
+        recipe="Head-only phase as feature_extraction, then every layer but BatchNorm trained at lr_finetune on images "
         "(Keras guide: unfreeze the whole base after the head has converged, keep BatchNorm frozen).",
-        run_full_fine_tune,
+        pretrained=True,
         cached=False,
-    ),
-    Strategy(
-        "linear_probe",
-        True,
-        "Standardised cached pooled features + scikit-learn multinomial logistic regression (C tuned): the "
-        "cheapest transfer baseline.",
-        run_linear_probe,
+        params=(*_HEAD, "lr_finetune"),
+        freeze_level=1,
+        freeze_text="head first, then unfreeze every layer except BatchNorm",
+        seconds_per_image_epoch=0.0135,
+        fixed_seconds=8.0,
+        label="fine-tune everything",
+        abbreviation="FT-all",
+        colour="#cc79a7",
+        order=5,
+        curve_example=1,
+        textbook=((_SMALL_DIFFERENT, 2), (_LARGE_SIMILAR, 1), (_LARGE_DIFFERENT, 0)),
     ),
 ):
     register_strategy(_s)

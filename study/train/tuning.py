@@ -11,7 +11,7 @@ in the results database (``storage``), so a killed sweep resumes its searches wh
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,39 +20,52 @@ from sklearn.metrics import balanced_accuracy_score
 
 from study.cache.features import FeatureEngine
 from study.data.cell_data import CellData
+from study.errors import StudyError
 from study.train.strategies import Strategy
 from study.train.training import EPOCH_HOOK, FitResult, TrainConfig
 from study.zoo.backbones import BackboneSpec
 
 
-def _head_space(trial: Any) -> dict[str, Any]:
-    return {
-        "lr_head": trial.suggest_float("lr_head", 1e-4, 1e-2, log=True),
-        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
-    }
+@dataclass(frozen=True)
+class Param:
+    """One tunable ``TrainConfig`` field: its search range (the same for every strategy that reads it)."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
 
 
-def _fine_tune_top_space(trial: Any, spec: BackboneSpec | None) -> dict[str, Any]:
-    assert spec is not None
-    return {
-        **_head_space(trial),
-        "lr_finetune": trial.suggest_float("lr_finetune", 1e-5, 1e-3, log=True),
-        "top_k": trial.suggest_int("top_k", 1, min(spec.n_blocks, 2 * spec.default_top_k)),
-    }
-
-
-SEARCH_SPACES: dict[str, Callable[[Any, BackboneSpec | None], dict[str, Any]]] = {
-    "feature_extraction": lambda t, s: _head_space(t),
-    "fine_tune_top": _fine_tune_top_space,
-    "full_fine_tune": lambda t, s: {
-        **_head_space(t),
-        "lr_finetune": t.suggest_float("lr_finetune", 1e-5, 1e-3, log=True),
-    },
-    "scratch": lambda t, s: _head_space(t),
-    "scratch_small": lambda t, s: _head_space(t),
-    "linear_probe": lambda t, s: {"linear_c": t.suggest_float("linear_c", 1e-3, 1e2, log=True)},
+PARAMS: dict[str, Param] = {
+    "lr_head": Param(1e-4, 1e-2, log=True),
+    "dropout": Param(0.0, 0.5),
+    "weight_decay": Param(1e-6, 1e-2, log=True),
+    "lr_finetune": Param(1e-5, 1e-3, log=True),
+    "top_k": Param(1, 0, integer=True),  # upper bound per backbone: min(blocks, 2 x its default)
+    "linear_c": Param(1e-3, 1e2, log=True),
 }
+"""Search ranges by parameter; a strategy's record lists the parameters it reads (``Strategy.params``)."""
+
+
+def search_space(trial: Any, strategy: Strategy, spec: BackboneSpec | None) -> dict[str, Any]:
+    """Optuna's define-by-run space of a strategy: its parameters, suggested in the record's order."""
+    out: dict[str, Any] = {}
+    for name in strategy.params:
+        if name not in PARAMS:
+            raise StudyError(
+                f"strategy {strategy.name!r} lists parameter {name!r}, which has no search range; known: "
+                f"{', '.join(PARAMS)} (add one to study.train.tuning.PARAMS)"
+            )
+        p = PARAMS[name]
+        if name == "top_k":
+            if spec is None:
+                raise StudyError(f"strategy {strategy.name!r} tunes top_k but has no backbone")
+            out[name] = trial.suggest_int(name, 1, min(spec.n_blocks, 2 * spec.default_top_k))
+        elif p.integer:
+            out[name] = trial.suggest_int(name, int(p.low), int(p.high), log=p.log)
+        else:
+            out[name] = trial.suggest_float(name, p.low, p.high, log=p.log)
+    return out
 
 
 def validation_score(data: CellData, result: FitResult) -> float:
@@ -70,20 +83,12 @@ class TuningOutcome:
     best_value: float | None = None
 
 
-def defaults(strategy: str, base: TrainConfig, spec: BackboneSpec | None) -> dict[str, Any]:
+def defaults(strategy: Strategy, base: TrainConfig, spec: BackboneSpec | None) -> dict[str, Any]:
     """The default recipe expressed in the strategy's search-space parameters (trial 0)."""
-    values = {"lr_head": base.lr_head, "dropout": base.dropout, "weight_decay": base.weight_decay,
-              "lr_finetune": base.lr_finetune, "linear_c": base.linear_c,
-              "top_k": base.top_k or (spec.default_top_k if spec else None)}  # fmt: skip
-    names = {
-        "feature_extraction": ("lr_head", "dropout", "weight_decay"),
-        "scratch": ("lr_head", "dropout", "weight_decay"),
-        "scratch_small": ("lr_head", "dropout", "weight_decay"),
-        "full_fine_tune": ("lr_head", "dropout", "weight_decay", "lr_finetune"),
-        "fine_tune_top": ("lr_head", "dropout", "weight_decay", "lr_finetune", "top_k"),
-        "linear_probe": ("linear_c",),
-    }[strategy]
-    return {k: values[k] for k in names}
+    values = base.to_dict()
+    if values.get("top_k") is None and spec is not None:
+        values["top_k"] = spec.default_top_k
+    return {k: values[k] for k in strategy.params}
 
 
 @contextlib.contextmanager
@@ -145,7 +150,7 @@ def tune(
     storage: str | None,
 ) -> TuningOutcome:
     """Search ``n_trials`` configurations (trial 0 = defaults) and return the best by validation score."""
-    if n_trials <= 1:
+    if n_trials <= 1 or not strategy.params:  # nothing to search: every trial would train the same recipe
         result = strategy.run(data, spec, base, engine)  # type: ignore[arg-type]
         return TuningOutcome({}, result, 1, 0, [{}], validation_score(data, result))
 
@@ -164,11 +169,11 @@ def tune(
         t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     ]
     if not study.trials:
-        study.enqueue_trial(defaults(strategy.name, base, spec))
+        study.enqueue_trial(defaults(strategy, base, spec))
     best: dict[str, Any] = {}
 
     def objective(trial: Any) -> float:
-        params = SEARCH_SPACES[strategy.name](trial, spec)
+        params = search_space(trial, strategy, spec)
         cfg = replace(base, **params)
         with _reporting(trial):
             result = strategy.run(data, spec, cfg, engine)  # type: ignore[arg-type]

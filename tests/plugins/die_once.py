@@ -21,7 +21,7 @@ def _die_once(data, spec, cfg, engine):  # type: ignore[no-untyped-def]
     return strategies.run_linear_probe(data, spec, cfg, engine)
 
 
-if "die_once" not in strategies.STRATEGIES:
-    strategies.register_strategy(
-        strategies.Strategy("die_once", True, "linear_probe after one crash", _die_once, uses_backbone=False)
-    )
+strategies.register_strategy(
+    strategies.Strategy(name="die_once", run=_die_once, recipe="linear_probe after one crash", pretrained=True,
+                        params=("linear_c",), freeze_level=3)
+)
