@@ -45,3 +45,24 @@ def cache_dir() -> Path:
 def keras_home() -> Path:
     """Keras' cache directory (``$KERAS_HOME`` or ``~/.keras``)."""
     return Path(os.environ.get("KERAS_HOME", Path("~/.keras").expanduser())).expanduser()
+
+
+def check_writable(folder: Path, what: str, fix: str) -> None:
+    """Fail early, in one line, when ``folder`` (or the nearest existing parent it would be made in) is not writable.
+
+    Checked at the entry points, before anything slow, so a long run never dies at its last step.
+    """
+    from study.errors import StudyError
+
+    probe = Path(folder).expanduser()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise StudyError(f"{what} {folder} is not a folder ({probe} is a file); {fix}")
+    try:  # a real write: os.access says yes to root on a read-only folder, and knows nothing of read-only mounts
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise StudyError(f"{what} {folder} is not writable ({probe}: {exc.strerror}); {fix}") from None

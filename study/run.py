@@ -128,14 +128,18 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  skip {s.cell.key}: {s.reason}")
         return 0
 
+    if args.workers < 1:
+        raise StudyError(f"--workers must be at least 1, got {args.workers}")
+    cache_dir = args.cache_dir or config.cache_dir()
+    config.check_writable(
+        cache_dir, "the cache folder", "pass --cache-dir or set TRANSFER_STUDY_CACHE to a writable folder"
+    )
+    config.check_writable(args.log_dir, "the log folder", "pass --log-dir with a writable folder")
     data_dirs = config.data_dirs()
     _check_inputs(todo, data_dirs)
     log_path = setup_logging(args.log_dir)
     from study.engine.executors import RunnerConfig, run_local, run_ray
 
-    if args.workers < 1:
-        raise StudyError(f"--workers must be at least 1, got {args.workers}")
-    cache_dir = args.cache_dir or config.cache_dir()
     if not args.no_similarity:
         _similarity(todo, store, cache_dir, data_dirs)
     runner_config = RunnerConfig(

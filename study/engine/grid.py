@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,65 @@ from typing import Any
 from study.errors import StudyError, unknown_name
 
 AXES = ("datasets", "sizes", "strategies", "backbones", "seeds")
+
+# The one schema of a grid table: key -> (expected type, human name). TOML gives these types directly, so a value of
+# another type is a mistake (``augment = "false"`` is a string, and a non-empty string would read as true).
+SCHEMA: dict[str, tuple[type, type | None, str]] = {
+    "description": (str, None, "a string"),
+    "datasets": (list, str, "a list of names"),
+    "strategies": (list, str, "a list of names"),
+    "backbones": (list, str, "a list of names"),
+    "include": (list, str, "a list of grid names"),
+    "sizes": (list, int, "a list of integers"),
+    "seeds": (list, int, "a list of integers"),
+    "image_size": (int, None, "an integer"),
+    "epochs": (int, None, "an integer"),
+    "trials": (int, None, "an integer"),
+    "max_test": (int, None, "an integer"),
+    "retries": (int, None, "an integer"),
+    "augment": (bool, None, "true or false"),
+    "deploy": (bool, None, "true or false"),
+    "limits": (dict, dict, "a table of per-strategy tables"),
+}
+LIMIT_SCHEMA: dict[str, tuple[type, type | None, str]] = {
+    "max_n": (int, None, "an integer"),
+    "sizes": (list, int, "a list of integers"),
+    "backbones": (list, str, "a list of names"),
+}
+DATASET_SCHEMA: dict[str, tuple[type, type | None, str]] = {
+    "path": (str, None, "a string"),
+    "domain": (str, None, "a string"),
+    "test_fraction": (float, None, "a number between 0 and 1"),
+}
+
+# Allowed ranges (checked for grid files and command-line overrides alike, before anything trains).
+IMAGE_SIZES = (8, 1024)  # the loaders resize to at most 1024 px
+MAX_SEED = 2**32 - 1  # numpy's and TensorFlow's seeds are 32-bit
+MAX_COUNT = 1_000_000  # epochs, trials, test images, training images: anything larger is a typo
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def check_types(table: dict[str, Any], schema: dict[str, tuple[type, type | None, str]], where: str) -> None:
+    """Every key of a TOML table must have its schema's type: one line naming the key, what it got and what it needs."""
+    unknown = sorted(set(table) - set(schema))
+    if unknown:
+        raise StudyError(f"{where} has unknown keys {unknown}; known keys: {sorted(schema)}")
+    for key, value in table.items():
+        kind, item, expected = schema[key]
+        ok = _is(value, kind)
+        if ok and kind is list and item is not None:
+            ok = all(_is(v, item) for v in value)
+        if ok and kind is dict and item is dict:
+            ok = all(isinstance(v, dict) for v in value.values())
+        if not ok:
+            raise StudyError(f"{where}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,8 +144,12 @@ class Grid:
     parts: tuple[Grid, ...] = ()  # resolved ``include`` grids
 
     def with_overrides(self, **overrides: Any) -> Grid:
-        """CLI flags replace whole axes or settings (``None`` = keep the grid's value), in included grids too."""
+        """CLI flags replace whole axes or settings (``None`` = keep the grid's value), in included grids too.
+
+        Values are checked here under their flag names (``--image-size``), before they reach any grid.
+        """
         given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+        _check_ranges(given, lambda key: "--" + key.replace("_", "-"))
         return replace(self, parts=tuple(p.with_overrides(**overrides) for p in self.parts), **given)
 
 
@@ -103,20 +167,25 @@ def load_grids(path: Path | None = None) -> dict[str, Grid]:
     """Every grid in a TOML file (the packaged ``study/engine/grids.toml`` by default)."""
     path = Path(path) if path else default_grid_file()
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise StudyError(f"grid file {path} does not exist; copy {default_grid_file()} and edit it") from None
+    except IsADirectoryError:
+        raise StudyError(f"grid file {path} is a folder; pass the .toml file inside it") from None
+    except (PermissionError, UnicodeDecodeError) as exc:
+        raise StudyError(f"grid file {path} cannot be read ({type(exc).__name__}); pass a readable TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"grid file {path} is not valid TOML: {exc}") from None
+    check_types(raw, {"datasets": (dict, dict, "a table of [datasets.NAME] tables"),
+                      "grids": (dict, dict, "a table of [grids.NAME] tables")}, f"grid file {path}")  # fmt: skip
     _register_folders(raw.get("datasets", {}), path)
-    known = {f.name for f in fields(Grid)} - {"name", "parts"}
     tables = raw.get("grids", {})
     if not tables:
         raise StudyError(f"grid file {path} defines no [grids.NAME] table")
     for name, table in tables.items():
-        extra = set(table) - known
-        if extra:
-            raise StudyError(f"grid {name!r} in {path} has unknown keys {sorted(extra)}; known keys: {sorted(known)}")
+        check_types(table, SCHEMA, f"grid {name!r} in {path}")
+        for strategy, limit in table.get("limits", {}).items():
+            check_types(limit, LIMIT_SCHEMA, f"grid {name!r} in {path}, limits.{strategy}")
         for inc in table.get("include", []):
             if inc not in tables or tables[inc].get("include"):
                 raise StudyError(f"grid {name!r} includes {inc!r}, which is not a plain grid in {path}")
@@ -142,8 +211,11 @@ def _register_folders(tables: dict[str, Any], grid_file: Path) -> None:
     from study.data.datasets import get_dataset, register_image_folder
 
     for name, table in tables.items():
+        check_types(table, DATASET_SCHEMA, f"[datasets.{name}] in {grid_file}")
         if "path" not in table or "domain" not in table:
             raise StudyError(f'[datasets.{name}] in {grid_file} needs path and domain, e.g. domain = "medical"')
+        if not 0.0 < float(table.get("test_fraction", 0.2)) < 1.0:
+            raise StudyError(f"[datasets.{name}] in {grid_file}: test_fraction must be between 0 and 1")
         root = (grid_file.parent / str(table["path"])).resolve()
         try:
             if get_dataset(name).root == root:
@@ -151,6 +223,27 @@ def _register_folders(tables: dict[str, Any], grid_file: Path) -> None:
         except StudyError:
             pass
         register_image_folder(name, root, str(table["domain"]), float(table.get("test_fraction", 0.2)))
+
+
+def _check_ranges(values: dict[str, Any], label: Callable[[str], str]) -> None:
+    """Protocol values within their allowed ranges; ``label`` names a value as the user wrote it (key or flag)."""
+    lo, hi = IMAGE_SIZES
+    image_size = values.get("image_size")
+    if image_size is not None and (not _is(image_size, int) or not lo <= image_size <= hi):
+        raise StudyError(f"{label('image_size')} must be an integer from {lo} to {hi} px, got {image_size!r}")
+    for n in values.get("sizes") or ():
+        if not _is(n, int) or not 2 <= n <= MAX_COUNT:
+            raise StudyError(f"{label('sizes')}: training-set size {n!r} must be an integer from 2 to {MAX_COUNT}")
+    for seed in values.get("seeds") or ():
+        if not _is(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise StudyError(f"{label('seeds')}: seed {seed!r} must be an integer from 0 to {MAX_SEED}")
+    for name in ("epochs", "trials", "max_test"):
+        value = values.get(name)
+        if value is not None and (not _is(value, int) or not 1 <= value <= MAX_COUNT):
+            raise StudyError(f"{label(name)} must be an integer from 1 to {MAX_COUNT}, got {value!r}")
+    augment = values.get("augment")
+    if augment is not None and not isinstance(augment, bool):
+        raise StudyError(f"{label('augment')} must be true or false, got {augment!r}")
 
 
 def get_grid(name: str, path: Path | None = None) -> Grid:
@@ -173,18 +266,16 @@ def validate(grid: Grid) -> None:
     for axis in AXES:
         if not getattr(grid, axis):
             raise StudyError(f"grid {grid.name!r}: axis {axis!r} is empty; give at least one value")
+    _check_ranges(
+        {k: getattr(grid, k) for k in ("image_size", "sizes", "seeds", "epochs", "trials", "max_test", "augment")},
+        lambda key: f"grid {grid.name!r}: {key}",
+    )
     for d in grid.datasets:
         describe(d)
     for s in grid.strategies:
         get_strategy(s)
     for b in grid.backbones:
         check_image_size(get_backbone(b), grid.image_size)
-    for n in grid.sizes:
-        if not isinstance(n, int) or n < 2:
-            raise StudyError(f"grid {grid.name!r}: training-set size {n!r} must be an integer >= 2")
-    for name, value in (("epochs", grid.epochs), ("trials", grid.trials), ("max_test", grid.max_test)):
-        if not isinstance(value, int) or value < 1:
-            raise StudyError(f"grid {grid.name!r}: {name} must be a positive integer, got {value!r}")
     if not isinstance(grid.deploy, bool):
         raise StudyError(f"grid {grid.name!r}: deploy must be true or false, got {grid.deploy!r}")
     if not isinstance(grid.retries, int) or grid.retries < 0:
