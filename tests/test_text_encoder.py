@@ -291,3 +291,15 @@ def test_tokenizer_bad_inputs_are_one_line_errors(tokenizer):
         tokenizer(["fine", float("nan")])
     with pytest.raises(StudyError, match="shorter than the longest"):
         tokenizer(["a b c d e f"], pad_to=3)
+
+
+def test_a_saved_encoder_loads_back_with_its_layers(tmp_path, tokenizer):
+    import keras
+
+    tiny = dataclasses.replace(text.MINILM_L6, name="tiny", hidden=32, layers=2, heads=4, intermediate=64)
+    model = text.build_text_encoder(tiny, weights=None)
+    model.save(tmp_path / "tiny.keras")
+    back = keras.models.load_model(tmp_path / "tiny.keras")  # the layers are registered serialisable classes
+    batch = tokenizer(SENTENCES)
+    assert [layer.name for layer in back.layers if layer.name in tiny.blocks] == list(tiny.blocks)
+    np.testing.assert_allclose(back.predict_on_batch(batch.inputs()), model.predict_on_batch(batch.inputs()), atol=1e-6)
