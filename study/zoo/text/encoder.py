@@ -160,7 +160,7 @@ def read_safetensors(name: str | TextEncoderSpec) -> dict[str, np.ndarray]:
     """The shipped weights as numpy arrays (checksum verified), keyed by Hugging Face ``BertModel`` names."""
     spec = _spec(name)
     path = _checked(spec, model_dir(spec) / spec.weights_file, spec.weights_sha256)
-    numpy_api = require("safetensors.numpy")
+    numpy_api = require("safetensors.numpy", "safetensors")
     arrays = numpy_api.load_file(str(path))
     p = spec.weights_prefix
     return {k[len(p) :]: v for k, v in arrays.items() if k.startswith(p)}
@@ -251,24 +251,27 @@ def converted_weights(name: str | TextEncoderSpec = "minilm_l6", cache_dir: Path
     model = _architecture(spec)
     _assign(model, spec, read_safetensors(spec))
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}-", suffix=".weights.h5")
-    os.close(fd)
+    temporary: list[str] = []
     try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}-", suffix=".weights.h5")
+        os.close(fd)
+        temporary.append(tmp)
         model.save_weights(tmp, overwrite=True)
         info = {
             "encoder": spec.name, "package": f"{spec.package}=={spec.version}", "source": spec.weights_file,
             "source_sha256": spec.weights_sha256, "weights_sha256": weights_checksum(Path(tmp)),
         }  # fmt: skip
         fd, tmp_record = tempfile.mkstemp(dir=folder, prefix=f".{stem}-", suffix=".json")
+        temporary.append(tmp_record)
         with os.fdopen(fd, "w") as f:
             json.dump(info, f, indent=1)
-        for path in (tmp, tmp_record):
+        for path in temporary:
             os.chmod(path, 0o644)  # mkstemp makes 0600; the cache may be shared between users
         os.replace(tmp, target)
         os.replace(tmp_record, record)
     finally:
-        for leftover in (tmp, locals().get("tmp_record")):
-            if leftover and os.path.exists(leftover):
+        for leftover in temporary:
+            if os.path.exists(leftover):
                 os.unlink(leftover)
     return target
 
@@ -355,4 +358,4 @@ def embed(
         if out is None:
             out = np.empty((len(ids), got.shape[1]), dtype="float32")
         out[idx] = got
-    return out if out is not None else np.empty((0, 0), dtype="float32")
+    return out if out is not None else np.empty((0, encoder.output_shape[-1]), dtype="float32")

@@ -24,14 +24,15 @@ from study.errors import StudyError
 TEXT_EXTRA = "pip install 'transfer-study[text]'"
 
 
-def require(module: str) -> Any:
+def require(module: str, package: str | None = None) -> Any:
     """Import an optional dependency of the text encoders, or say in one line how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError:
+        package = package or module
         raise StudyError(
-            f"text encoders need the Python package {module!r}, which is not installed: {TEXT_EXTRA} "
-            f"(or pip install {module})"
+            f"text encoders need the Python package {package!r}, which is not installed: {TEXT_EXTRA} "
+            f"(or pip install {package})"
         ) from None
 
 
