@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 
 from advisor.data import OTHER, AdvisorError
 from advisor.fitted import load_fitted
+from study.cli_support import add_verbose_flag, quiet_tensorflow
 from study.errors import StudyError
 from study.train.deploy import VARIANTS
 
@@ -43,10 +44,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    verbosity = argparse.ArgumentParser(add_help=False)
+    add_verbose_flag(verbosity, default=argparse.SUPPRESS)  # after the sub-command too: `advisor train -v ...`
+    common = argparse.ArgumentParser(add_help=False, parents=[verbosity])
     common.add_argument("--results", metavar="SOURCE", help="results store URL, .db file or export folder "
                         "(default: results/reference/, else results/study.db)")  # fmt: skip
     p = _Parser(prog="advisor", description=__doc__.splitlines()[0])
+    add_verbose_flag(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     sub.add_parser("fit", parents=[common], help="fit and print what the advisor was fitted on")
@@ -75,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     tr.add_argument("--no-gap", action="store_true", help="skip measuring the domain gap (faster; the advisor then "
                     "assumes the study's typical gap for the domain)")  # fmt: skip
-    pr = sub.add_parser("predict", help="classify images with a model written by advisor train")
+    pr = sub.add_parser("predict", parents=[verbosity], help="classify images with a model written by advisor train")
     pr.add_argument("--model", required=True, metavar="DIR", help="folder written by advisor train")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     pr.add_argument("--tflite", choices=list(VARIANTS), help="use this TFLite model, not model.keras")
@@ -86,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``advisor`` script; a bad input is one line on stderr and exit status 2."""
     args = _parser().parse_args(argv)
+    quiet_tensorflow(args.verbose)  # before anything imports TensorFlow
     try:
         commands = {"fit": _fit, "recommend": _recommend, "rules": _rules, "evaluate": _evaluate, "train": _train,
                     "predict": _predict}  # fmt: skip
@@ -138,7 +143,6 @@ def _recommend(args: argparse.Namespace) -> int:
                               "backbone": args.backbone, "budget_minutes": args.budget}  # fmt: skip
     measured: dict[str, Any] = {}
     if folder is not None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for this CLI
         from advisor.traits import measure
 
         if args.domain is None:
@@ -215,7 +219,6 @@ def format_recommendation(rec: Any, measured: dict[str, Any] | None = None) -> s
 
 
 def _train(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from advisor.deploy import format_train, train
 
     outcome = train(args.data_dir, args.out, domain=args.domain, strategy=args.strategy, backbone=args.backbone,
@@ -228,7 +231,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from advisor.deploy import predict
 
     rows = predict(args.model, args.images, tflite=args.tflite)

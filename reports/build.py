@@ -28,6 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from reports import data as rdata
 from reports import figures as rfig
 from study.analysis import tables as analysis
+from study.cli_support import add_verbose_flag, quiet_tensorflow
 from study.engine.store import NO_BACKBONE
 from study.errors import StudyError
 from study.train.deploy import VARIANTS
@@ -485,7 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report file (default: {DEFAULT_OUT})")
     parser.add_argument("--export-dir", type=Path, help="folder for runs.csv/runs.parquet (default: export/ beside)")
     parser.add_argument("--title", help="report title (default: names the grid)")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
     try:
         from study.engine.store import ResultsStore, default_url
 

@@ -8,12 +8,12 @@ before the first cell trains, and reported as one line on stderr with exit statu
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
 
 from study import config
+from study.cli_support import add_verbose_flag, quiet_tensorflow
 from study.errors import StudyError
 
 
@@ -61,13 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip the per-model CPU latency measurement")
     p.add_argument("--no-similarity", action="store_true", help="do not measure domain-similarity scores first")
     p.add_argument("--log-dir", type=Path, default=Path("results/logs"), help="where the sweep log goes")
+    add_verbose_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --dry-run | head` ends quietly
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow(args.verbose)  # before anything imports TensorFlow (workers inherit the choice)
     try:
         return _run(args)
     except StudyError as exc:

@@ -10,7 +10,7 @@ PACKAGES = ("study", "advisor", "reports")
 
 # Lower layers first; a module may import its own layer and those before it, never a later one.
 STUDY_LAYERS = (
-    ("study.errors", "study.config", "study.registry", "study.quality"),
+    ("study.errors", "study.config", "study.cli_support", "study.registry", "study.quality"),
     ("study.data",),
     ("study.zoo",),
     ("study.cache",),

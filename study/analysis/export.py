@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from study.cli_support import add_verbose_flag, quiet_tensorflow
 from study.engine.store import JSON_COLUMNS, ResultsStore, RunStatus, default_url
 from study.errors import StudyError
 
@@ -98,12 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--status", choices=[s.value for s in RunStatus], default=None, help="only rows with this status"
     )
+    add_verbose_flag(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; a StudyError becomes one line on stderr and exit status 2."""
     args = _parser().parse_args(argv)
+    quiet_tensorflow(args.verbose)
     try:
         url = args.store or default_url()
         with ResultsStore(url, create=False) as store:  # a typo'd path must not silently export an empty new store

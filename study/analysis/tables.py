@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from study.analysis import stats
+from study.cli_support import add_verbose_flag, quiet_tensorflow
 from study.errors import StudyError
 
 FLATTENED = ("correct", "n_test", "n_classes", "top_prediction_share", "shift", "shift_level", "base_dataset",
@@ -142,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m study.analysis", description=__doc__.splitlines()[0])
     p.add_argument("--store", help="SQLAlchemy URL (default: sqlite:///results/study.db)")
     p.add_argument("--backbone", default="mobilenet_v2", help="backbone whose similarity scores to correlate")
+    add_verbose_flag(p)
     args = p.parse_args(argv)
+    quiet_tensorflow(args.verbose)
     try:
         store = ResultsStore(args.store or default_url(), create=False)
         frame = results_frame(store)
