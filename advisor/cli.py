@@ -11,11 +11,14 @@ committed reference study ``results/reference/``, else ``results/study.db``)::
     advisor train --data-dir PATH --out DIR [--domain D] [--strategy S] [--backbone B] [--trials T]
                   [--image-size S] [--epochs E] [--seed N] [--force] [--no-gap]
                                                  train the advised model and export .keras + TFLite (advisor.deploy)
-    advisor predict --model DIR IMAGE... [--tflite float32|float16|int8] [--json]
+    advisor predict --model DIR IMAGE|FOLDER... [--tflite float32|float16|int8] [--json]
+
+Every command takes ``-v`` / ``--verbose`` to show TensorFlow's own start-up and log lines (hidden otherwise).
 
 The advisor is fitted from the tables at every call (about a second; nothing pickled is shipped).
 ``--domain`` is required unless ``--data-dir`` is given: then the measured domain gap carries the information and
-the domain defaults to ``other`` (with a note). Errors are one line on stderr with exit status 2.
+the domain defaults to ``other`` (with a note). Errors are one line on stderr with exit status 2; ``advisor predict``
+exits 1 when it predicted some images but could not read others (each named on its own stderr line).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from study.errors import StudyError
 from study.train.deploy import VARIANTS
 
 TOP_SHOWN = 6
+PREDICT_PARTIAL = 1
+"""``advisor predict`` exit status when some images were predicted and others could not be read."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,21 +72,27 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", parents=[common], help="leave-one-dataset-out regret vs the textbook rule")
     ev.add_argument("--json", action="store_true", help="print the table as JSON records")
     tr = sub.add_parser("train", parents=[common], help="train the advised strategy on a folder and export it")
-    tr.add_argument("--data-dir", required=True, help="image folder: one sub-folder per class (or train/ + test/)")
+    tr.add_argument("--data-dir", required=True, help="image folder: one sub-folder per class, or train/ + test/ "
+                    "(a val/ beside them joins train/)")  # fmt: skip
     tr.add_argument("--domain", help="domain label (default: other; the measured domain gap informs the advice)")
     tr.add_argument("--strategy", help="train this strategy instead of the advisor's top one")
     tr.add_argument("--backbone", help="use this backbone instead of the advisor's")
     tr.add_argument("--trials", type=int, default=1, help="tuning trials (the study's Optuna budget; default 1)")
-    tr.add_argument("--image-size", type=int, help="network input size in pixels (default: the advisor's)")
+    tr.add_argument("--image-size", type=int, help="network input size, 8 to 1024 pixels (default: the advisor's)")
     tr.add_argument("--epochs", type=int, default=10, help="epochs per training phase (early stopping; default 10)")
-    tr.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    tr.add_argument("--seed", type=int, default=0, help="split and training seed, 0 to 2147483647 (default 0)")
     tr.add_argument("--out", required=True, metavar="DIR", help="folder to write the model, TFLite files and metrics")
-    tr.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    tr.add_argument("--force", action="store_true", help="replace an --out folder that advisor train wrote before "
+                    "(it holds advisor-model.json); any other non-empty folder is refused")  # fmt: skip
     tr.add_argument("--no-gap", action="store_true", help="skip measuring the domain gap (faster; the advisor then "
                     "assumes the study's typical gap for the domain)")  # fmt: skip
-    pr = sub.add_parser("predict", parents=[verbosity], help="classify images with a model written by advisor train")
+    pr = sub.add_parser("predict", parents=[verbosity], help="classify images with a model written by advisor train",
+                        description="Classify images with a model written by advisor train.",
+                        epilog=f"Exit status: 0 every image predicted; {PREDICT_PARTIAL} some images could not be "
+                        "read (each is named on stderr, the others are predicted); 2 a bad model folder or flag, or "
+                        "no image could be read.")  # fmt: skip
     pr.add_argument("--model", required=True, metavar="DIR", help="folder written by advisor train")
-    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (every image under them)")
     pr.add_argument("--tflite", choices=list(VARIANTS), help="use this TFLite model, not model.keras")
     pr.add_argument("--json", action="store_true", help="print every class probability as JSON")
     return p
@@ -233,12 +244,16 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from advisor.deploy import predict
 
-    rows = predict(args.model, args.images, tflite=args.tflite)
+    rows, problems = predict(args.model, args.images, tflite=args.tflite)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             print(f"{r['image']}: {r['class']} {r['probability']:.3f}")
+    for problem in problems:  # every readable image was predicted; each unreadable one is named on its own line
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return PREDICT_PARTIAL if rows else 2
     return 0
 
 

@@ -32,10 +32,17 @@ from typing import Any
 import numpy as np
 
 from advisor.data import OTHER, AdvisorError, as_json
+from study import __version__
+from study.errors import StudyError
 from study.train.deploy import VARIANTS
 
 TRAIN_GRID = "advisor-train"
 """The ``grid`` label of the cell ``advisor train`` runs (it is never stored)."""
+IMAGE_SIZES = (8, 1024)
+"""--image-size range: what the image loader accepts (``study.data.loaders``: 8..1024 px)."""
+SEEDS = (0, 2**31 - 1)
+"""--seed range: NumPy's global seed must fit 32 bits unsigned, with room for the degenerate-model retries'
+``seed + 1000 * retry``."""
 FALLBACK_BACKBONE = "mobilenet_v2"
 """Backbone for an overridden pretrained strategy when the advisor has no option with a backbone."""
 
@@ -48,11 +55,46 @@ class TrainOutcome:
     trained: Any  # study.engine.cell.TrainedCell: the model is trained.result.model()
 
 
-def _check_out(out: Path, force: bool) -> None:
+MARKER = "advisor-model.json"
+"""Written into every model folder by ``advisor train``: ``--force`` replaces only a folder that holds it."""
+MODEL_FILES = frozenset({"model.keras", *(f"model_{v}.tflite" for v in VARIANTS), "labels.json", "metrics.json",
+                         MARKER})  # fmt: skip
+"""Every name ``advisor train`` may write into a model folder: ``--force`` never removes anything else."""
+
+
+def is_model_folder(folder: Path) -> bool:
+    """True when ``folder`` was written by ``advisor train`` and holds nothing else (marker + labels + metrics)."""
+    try:
+        names = {e.name for e in os.scandir(folder)}
+    except OSError:
+        return False
+    return {MARKER, "labels.json", "metrics.json"} <= names and names <= MODEL_FILES
+
+
+def _check_out(out: Path, data_dir: Path, force: bool) -> None:
+    """Refuse, before any training, an output folder that would put anything the user owns at risk."""
+    new = "pass a new folder outside it"
+    if out == data_dir or out in data_dir.parents:
+        where = "is" if out == data_dir else "is a folder above"
+        raise AdvisorError(f"--out {out} {where} --data-dir {data_dir}; writing the model there would replace your "
+                           f"images: {new}")  # fmt: skip
+    if data_dir in out.parents:
+        raise AdvisorError(f"--out {out} is inside --data-dir {data_dir}; the model would mix with your images: {new}")
     if out.exists() and not out.is_dir():
         raise AdvisorError(f"--out {out} exists and is not a folder; pass a new folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise AdvisorError(f"--out {out} exists and is not empty; pass --force to replace it, or another folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise AdvisorError(f"--out {out} exists and is not empty; pass --force to replace a model folder written "
+                               "by advisor train, or another folder")  # fmt: skip
+        if not is_model_folder(out):
+            foreign = sorted(e.name for e in os.scandir(out) if e.name not in MODEL_FILES)
+            why = f"it holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}" if foreign else \
+                f"it lacks {MARKER}"  # fmt: skip
+            raise AdvisorError(f"--out {out} was not written by advisor train ({why}); --force only replaces a model "
+                               "folder advisor train wrote: pass a new or empty folder")  # fmt: skip
+    from advisor.traits import check_writable
+
+    check_writable(out.parent, f"--out {out}", "pass a folder you can write to")
 
 
 def _choose(rec: Any, strategy: str | None, backbone: str | None) -> tuple[str, str, Any]:
@@ -89,10 +131,23 @@ def _recommendation(rec: Any, chosen: Any, strategy: str, backbone: str, overrid
     })  # fmt: skip
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _replace_folder(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``; an existing ``out`` (allowed by --force) goes only after that."""
+    """Move the finished ``tmp`` to ``out``; an existing ``out`` (allowed by --force) goes only after that.
+
+    Only an empty folder or one ``advisor train`` wrote is ever replaced: checked before training and again
+    here, in case something was put into ``out`` while the model trained.
+    """
     old = None
     if out.exists():
+        if out.is_dir() and any(out.iterdir()) and not is_model_folder(out):
+            raise AdvisorError(f"--out {out} changed while the model trained and is no longer a folder advisor train "
+                               "wrote; nothing was replaced: pass a new folder")  # fmt: skip
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.rename(out, old / "previous")
     os.rename(tmp, out)
@@ -130,23 +185,30 @@ def train(
     from study.zoo.backbones import check_image_size, get_backbone
 
     say = say or (lambda _m: None)
-    out = Path(out).expanduser().resolve()
-    _check_out(out, force)  # every check that needs no training comes first
+    out = Path(out).expanduser().resolve()  # symlinks resolved: --out may not reach --data-dir through one
+    root = check_folder(data_dir)
+    _check_out(out, root, force)  # every check that needs no training comes first
     if strategy is not None:
         get_strategy(strategy)
     if backbone is not None:
         get_backbone(backbone)
-    for flag, value, low in (("--trials", trials, 1), ("--epochs", epochs, 1), ("--image-size", image_size, 8)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise AdvisorError(f"{flag} must be an integer of at least {low}, got {value!r}")
+    for flag, value, low, high in (("--trials", trials, 1, None), ("--epochs", epochs, 1, None),
+                                   ("--image-size", image_size, *IMAGE_SIZES), ("--seed", seed, *SEEDS)):  # fmt: skip
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+            allowed = f"between {low} and {high}" if high else f"of at least {low}"
+            raise AdvisorError(f"{flag} must be an integer {allowed}, got {value!r}")
     if backbone is not None and image_size is not None:
         check_image_size(get_backbone(backbone), image_size)
-    root = check_folder(data_dir)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        for v in ("validation", "val"):
+            if (root / v).is_dir():
+                say(f"note: {v}/ joins train/ as training images; the study draws its own stratified validation "
+                    "split from them, and test/ stays held out")  # fmt: skip
     domain_label = domain or OTHER
-    measured = measure(root, domain_label, measure_gap=False)  # counts and classes: fast, no TensorFlow
-    if measured["n_classes"] < 2:
-        raise AdvisorError(f"--data-dir {root} has only one class; put one sub-folder of images per class in it "
-                           "(at least two classes)")  # fmt: skip
+    # counts, classes and enough images per class for train/validation/test: fast, no TensorFlow
+    measured = measure(root, domain_label, measure_gap=False)
 
     advisor, *_ = load_fitted(results)
     advisor._check_domain(domain_label)
@@ -186,6 +248,7 @@ def train(
 
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the model folder is an ordinary one (0755 by umask 022)
         try:
             say("exporting model.keras and TFLite float32 / float16 / int8 and measuring them")
             deploy = runner.deployment(trained, out_dir=tmp)
@@ -238,6 +301,9 @@ def train(
             })  # fmt: skip
             (tmp / "labels.json").write_text(json.dumps(as_json(labels), indent=2) + "\n")
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            files = sorted(p.name for p in tmp.iterdir())
+            (tmp / MARKER).write_text(json.dumps({"written_by": "advisor train", "version": __version__,
+                                                  "files": files}, indent=2) + "\n")  # fmt: skip
             _replace_folder(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -283,25 +349,65 @@ def load_labels(model_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     return folder, labels
 
 
-def predict(model_dir: str | Path, images: Sequence[str | Path], tflite: str | None = None) -> list[dict[str, Any]]:
-    """Top class and probabilities per image, decoded and resized exactly as in training."""
+def image_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """The image files named by ``paths`` (a folder stands for every image under it, sorted) and one problem line
+    per path that names no image (missing, or a folder without images)."""
+    from study.data.loaders import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    problems: list[str] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            found = sorted(Path(d) / f for d, _, names in os.walk(p) for f in names
+                           if Path(f).suffix.lower() in IMAGE_EXTENSIONS and not f.startswith("."))  # fmt: skip
+            if not found:
+                problems.append(f"folder {p} holds no images (.jpg, .png, ...); pass image files or a folder of them")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            problems.append(f"image {p} does not exist")
+    return files, problems
+
+
+def predict(
+    model_dir: str | Path, images: Sequence[str | Path], tflite: str | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """(rows, problems): top class and probabilities of every readable image, decoded and resized exactly as in
+    training, and one line per image (or argument) that could not be read. A folder means every image under it.
+
+    One bad file never costs the predictions of the others; a problem with the model itself is an ``AdvisorError``.
+    """
     from study.data.loaders import decode_image
 
     folder, labels = load_labels(model_dir)
     names, size = list(labels["class_names"]), int(labels["image_size"])
-    paths = [Path(p).expanduser() for p in images]
-    for p in paths:
-        if not p.is_file():
-            raise AdvisorError(f"image {p} does not exist")
-    batch = np.stack([decode_image(p, size) for p in paths]).astype(np.float32)
     if tflite is not None:
-        from study.train.deploy import tflite_interpreter, tflite_predict
-
         if tflite not in VARIANTS:
             raise AdvisorError(f"--tflite must be one of {', '.join(VARIANTS)}, got {tflite!r}")
         path = folder / f"model_{tflite}.tflite"
         if not path.is_file():
             raise AdvisorError(f"--model {folder} has no {path.name} (its conversion failed or it was removed)")
+    else:
+        path = folder / "model.keras"
+        if not path.is_file():
+            raise AdvisorError(f"--model {folder} has no model.keras; pass a folder written by advisor train")
+    files, problems = image_files(images)
+    good, decoded = [], []
+    for p in files:
+        try:
+            decoded.append(decode_image(p, size))
+        except StudyError as error:
+            problems.append(str(error))
+            continue
+        good.append(p)
+    if not good:
+        return [], problems
+    batch = np.stack(decoded).astype(np.float32)
+    if tflite is not None:
+        from study.train.deploy import tflite_interpreter, tflite_predict
+
         proba = tflite_predict(tflite_interpreter(path), batch)
     else:
         import keras
@@ -309,13 +415,10 @@ def predict(model_dir: str | Path, images: Sequence[str | Path], tflite: str | N
         import study.zoo.preprocessing  # noqa: F401 - registers the Preprocess layer
         from study.train.deploy import keras_predict
 
-        path = folder / "model.keras"
-        if not path.is_file():
-            raise AdvisorError(f"--model {folder} has no model.keras; pass a folder written by advisor train")
         proba = keras_predict(keras.saving.load_model(path), batch)
     out = []
-    for p, row in zip(paths, proba, strict=True):
+    for p, row in zip(good, proba, strict=True):
         k = int(np.argmax(row))
         out.append({"image": str(p), "class": names[k], "probability": float(row[k]),
                     "probabilities": {n: float(v) for n, v in zip(names, row, strict=True)}})  # fmt: skip
-    return out
+    return out, problems

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from study.errors import StudyError
 
 SIZE_SAMPLE = 200
 """Image headers read to estimate the typical native size."""
+HELD_OUT_PARTS = ("test", "validation", "val")
+"""Sub-folders that, beside ``train/``, make an official split (``study.data.datasets.register_image_folder``)."""
 
 
 def _has_images(folder: Path) -> bool:
@@ -47,7 +50,39 @@ def check_folder(path: str | Path) -> Path:
         raise AdvisorError(f"--data-dir {root} is empty; {layout}")
     if not _has_images(root):
         raise AdvisorError(f"--data-dir {root} holds no images (.jpg, .png, ...); {layout}")
+    parts = {e.name for e in os.scandir(root) if e.is_dir()}
+    held_out = sorted(parts & set(HELD_OUT_PARTS))
+    if ("train" in parts) != bool(held_out):
+        have, lack = ("train/", "test/") if "train" in parts else (f"{held_out[0]}/", "train/")
+        raise AdvisorError(f"--data-dir {root} has {have} but no {lack} beside it; use either train/<class>/ plus "
+                           f"test/<class>/ (held-out images), or the class sub-folders directly in {root}")  # fmt: skip
     return root.resolve()
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (where a new folder would be created)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(path: Path, what: str, fix: str) -> None:
+    """Create and remove a probe file where ``path`` would be written; a one-line error if that fails.
+
+    Permission bits say too little (root, ACLs, read-only mounts), so the probe really writes.
+    """
+    folder = nearest_existing(path)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise AdvisorError(f"{what}: cannot write in {folder} ({error.strerror or error}); {fix}") from None
+
+
+def check_cache(cache: Path) -> None:
+    """The decoded-image and activation cache must be writable (measuring and training write there)."""
+    check_writable(cache, f"the cache folder {cache}", "set TRANSFER_STUDY_CACHE to a folder you can write to")
 
 
 def native_size(paths: list[Path]) -> int | None:
@@ -84,14 +119,17 @@ def measure(
     backbones at the size closest to ``image_size``. A backbone whose weights or reference data are missing is
     skipped with a warning (``warn``); with none measured, ``gap`` is None and the advisor assumes one.
     """
+    from study import config
     from study.data import catalog as study_data
     from study.data.datasets import register_image_folder, unregister_dataset
 
     root = check_folder(path)
+    check_cache(config.cache_dir())
     name = folder_dataset_name(root)
     try:
         spec = register_image_folder(name, root, domain)
         ds = study_data.load(name, 32, allow_download=False)
+        check_split(root, ds, spec.test_split == "official")
         labels = np.concatenate([ds.pool.labels, ds.test.labels])
         pool_only = spec.test_split == "official"
         n_images = len(ds.pool) if pool_only else len(labels)
@@ -104,10 +142,43 @@ def measure(
         if measure_gap and gap_scales:
             traits["gap"], traits["gap_by_backbone"] = _gap(name, gap_scales, image_size, warn)
         return traits
+    except AdvisorError:
+        raise
     except StudyError as error:
         raise AdvisorError(f"--data-dir {root}: {error}") from None
     finally:
         unregister_dataset(name)
+
+
+MIN_TRAIN = 2
+"""Training-pool images each class needs: one to train on and one to validate with (``study.data.sampling``)."""
+
+
+def check_split(root: Path, ds: Any, official: bool) -> None:
+    """At least two classes, and per class two pool images (train + validation) and one test image.
+
+    Checked on the folder's real split (what training and the domain gap will use) right after counting,
+    so a folder that cannot be trained on is refused before anything slow.
+    """
+    names = list(ds.class_names)
+    if len(names) < 2:
+        only = f" ({names[0]}/)" if names else ""
+        raise AdvisorError(f"--data-dir {root} has only one class{only}; put one sub-folder of images per class in "
+                           "it (at least two classes)")  # fmt: skip
+    pool = np.bincount(ds.pool.labels, minlength=len(names))
+    test = np.bincount(ds.test.labels, minlength=len(names))
+    for k, cls in enumerate(names):
+        if official and pool[k] < MIN_TRAIN:
+            raise AdvisorError(f"--data-dir {root} has too few images: class {cls!r} has {pool[k]} in train/; each"
+                               f" class needs {MIN_TRAIN} there (to train and to validate): add images")  # fmt: skip
+        if official and test[k] < 1:
+            raise AdvisorError(f"--data-dir {root} has too few images: class {cls!r} has none in test/; each class "
+                               "needs at least 1 held-out image there: add images")  # fmt: skip
+        if not official and (pool[k] < MIN_TRAIN or test[k] < 1):
+            n = int(pool[k] + test[k])
+            raise AdvisorError(f"--data-dir {root} has too few images: class {cls!r} has {n} image{'s' * (n != 1)}; "
+                               f"each class needs at least {MIN_TRAIN + 1} (one to train, one to validate, one to "
+                               "test): add images")  # fmt: skip
 
 
 def _gap(

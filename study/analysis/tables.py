@@ -32,8 +32,25 @@ def results_frame(store: Any) -> pd.DataFrame:
     """Complete rows with the per-row details the statistics need lifted out of the ``metrics`` JSON."""
     frame = store.to_frame(status="complete")
     if frame.empty:
-        raise StudyError(f"the results store {store.display_url} has no complete rows; run python -m study.run first")
+        raise StudyError(no_complete_rows(store))
     return flatten(frame)
+
+
+def no_complete_rows(store: Any) -> str:
+    """Why a store has nothing to analyse, and what to run: empty, every cell failed, or cells still running."""
+    counts = store.status_counts()
+    where = f"the results store {store.display_url}"
+    failed, running = counts.get("failed", 0), counts.get("running", 0)
+    if failed and not running:
+        errors = [r.get("error") for r in store.rows(status="failed")]
+        first = next((" ".join(str(e).split())[:200] for e in errors if e), "no error recorded")
+        every = f"all {failed} of its cells" if failed > 1 else "its only cell"
+        return (f"{where} has no complete rows: {every} failed (first error: {first}); fix the cause, then rerun "
+                "the same python -m study.run command with --retry-failed")  # fmt: skip
+    if running:
+        return (f"{where} has no complete rows yet: {running} cell(s) are running ({failed} failed); wait for the "
+                "sweep to finish, or rerun the same python -m study.run command to take over a dead one")  # fmt: skip
+    return f"{where} has no complete rows; run python -m study.run first"
 
 
 def flatten(frame: pd.DataFrame) -> pd.DataFrame:

@@ -163,14 +163,17 @@ def register_image_folder(
     """Make a user's folder of class sub-folders a dataset with a domain label.
 
     If the folder has ``train/`` plus ``test/`` (or ``validation/``/``val/``) sub-folders those are used as
-    the official split; otherwise a fixed stratified ``test_fraction`` is held out with ``seed``.
+    the official split; otherwise a fixed stratified ``test_fraction`` is held out with ``seed``. With
+    ``train/``, ``test/`` *and* ``validation/``/``val/``, the validation images join ``train/`` in the pool (never
+    ignored): every cell draws its own stratified validation split from the pool, so the user's is not kept apart.
     """
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise StudyError(f"image folder {root} does not exist; pass a folder holding one sub-folder per class")
     test_dir = next((t for t in ("test", "validation", "val") if (root / t).is_dir()), None)
     if (root / "train").is_dir() and test_dir is not None:
-        layout = {"pool_parts": ("train",), "test_part": test_dir, "test_split": "official"}
+        extra = tuple(v for v in ("validation", "val") if v != test_dir and (root / v).is_dir())
+        layout = {"pool_parts": ("train", *extra), "test_part": test_dir, "test_split": "official"}
     else:
         layout = {"pool_parts": ("",), "test_split": "fixed_fraction", "test_fraction": test_fraction}
     spec = DatasetSpec(
