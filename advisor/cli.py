@@ -156,10 +156,10 @@ def _recommend(args: argparse.Namespace) -> int:
     if folder is not None:
         from advisor.traits import measure
 
-        if args.domain is None:
-            print("note: no --domain given: the advice rests on the measured domain gap", file=sys.stderr)
         measured = measure(folder, domain, gap_scales=advisor.gap_scales_, image_size=args.image_size,
                            warn=lambda m: print(f"warning: {m}", file=sys.stderr))  # fmt: skip
+        if args.domain is None:
+            print("note: no --domain given: the advice rests on the measured domain gap", file=sys.stderr)
         values.update(n_images=measured["n_images"], gap=measured["gap"], imbalance=measured["imbalance"])
         if args.n_classes is None:
             values["n_classes"] = measured["n_classes"]

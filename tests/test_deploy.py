@@ -30,7 +30,7 @@ TEST_PER_CLASS = 40
 INT8_ACCURACY_TOLERANCE = 0.05
 INT8_MIN_AGREEMENT = 0.90
 FILES = {"model.keras", "model_float32.tflite", "model_float16.tflite", "model_int8.tflite", "labels.json",
-         "metrics.json"}  # fmt: skip
+         "metrics.json", "advisor-model.json"}  # fmt: skip
 
 
 def cats_and_dogs_folder(datapack: Path, root: Path) -> Path:
@@ -266,7 +266,8 @@ def test_force_replaces_the_folder_only_when_complete(tmp_path):
 
     out, tmp = tmp_path / "model", tmp_path / ".model.tmp-1"
     out.mkdir()
-    (out / "old.txt").write_text("old")
+    for name in ("labels.json", "metrics.json", "advisor-model.json", "model.keras"):  # a folder advisor train wrote
+        (out / name).write_text("old")
     tmp.mkdir()
     (tmp / "labels.json").write_text("{}")
     _replace_folder(tmp, out)

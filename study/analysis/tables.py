@@ -43,7 +43,8 @@ def no_complete_rows(store: Any) -> str:
     failed, running = counts.get("failed", 0), counts.get("running", 0)
     if failed and not running:
         errors = [r.get("error") for r in store.rows(status="failed")]
-        first = next((" ".join(str(e).split())[:200] for e in errors if e), "no error recorded")
+        # the last line of a stored traceback is the exception itself
+        first = next((str(e).strip().splitlines()[-1][:200] for e in errors if e and str(e).strip()), "none recorded")
         every = f"all {failed} of its cells" if failed > 1 else "its only cell"
         return (f"{where} has no complete rows: {every} failed (first error: {first}); fix the cause, then rerun "
                 "the same python -m study.run command with --retry-failed")  # fmt: skip
