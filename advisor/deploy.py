@@ -14,8 +14,13 @@ study), then writes into the output folder:
 - ``metrics.json``: test accuracy and balanced accuracy, each variant's size / latency / accuracy, the
   hyper-parameters used, the measured traits and the advisor's recommendation.
 
+- ``advisor-model.json``: the marker saying ``advisor train`` wrote the folder (and which files).
+
 Everything is written to a temporary sibling folder and renamed at the end, so the output folder is either
-complete or untouched. ``predict`` decodes images with the training code (``study.data.loaders.decode_image``).
+complete or untouched. Nothing of the user's is ever removed: ``--force`` replaces only a folder holding the marker,
+``labels.json`` and ``metrics.json`` and nothing else; an ``--out`` that is, contains or lies inside ``--data-dir``
+is refused; writability of ``--out`` and the cache is probed before training. ``predict`` decodes images with the
+training code (``study.data.loaders.decode_image``); unreadable files are reported one by one, the rest predicted.
 """
 
 from __future__ import annotations

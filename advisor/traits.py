@@ -6,7 +6,8 @@ exactly as the study measured its own datasets (``study.probes.domain.measure``)
 relative to the study's natural datasets (``advisor.data.gap_scales``) and averages over backbones.
 
 The folder layout is the study's: one sub-folder per class, or ``train/`` + ``test/`` (``val/``) each holding the
-class sub-folders. Without ``train/``, every image counts as a training image (a user will train on all of them).
+class sub-folders (``val/`` beside both joins the training pool).
+Without ``train/``, every image counts as a training image (a user will train on all of them).
 """
 
 from __future__ import annotations
