@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--trials", type=int, default=1, help="tuning trials (the study's Optuna budget; default 1)")
     tr.add_argument("--image-size", type=int, help="network input size, 8 to 1024 pixels (default: the advisor's)")
     tr.add_argument("--epochs", type=int, default=10, help="epochs per training phase (early stopping; default 10)")
-    tr.add_argument("--seed", type=int, default=0, help="split and training seed, 0 to 2147483647 (default 0)")
+    tr.add_argument("--seed", type=int, default=0, help="split and training seed, 0 to 2**32-1 (default 0)")
     tr.add_argument("--out", required=True, metavar="DIR", help="folder to write the model, TFLite files and metrics")
     tr.add_argument("--force", action="store_true", help="replace an --out folder that advisor train wrote before "
                     "(it holds advisor-model.json); any other non-empty folder is refused")  # fmt: skip

@@ -43,11 +43,6 @@ from study.train.deploy import VARIANTS
 
 TRAIN_GRID = "advisor-train"
 """The ``grid`` label of the cell ``advisor train`` runs (it is never stored)."""
-IMAGE_SIZES = (8, 1024)
-"""--image-size range: what the image loader accepts (``study.data.loaders``: 8..1024 px)."""
-SEEDS = (0, 2**31 - 1)
-"""--seed range: NumPy's global seed must fit 32 bits unsigned, with room for the degenerate-model retries'
-``seed + 1000 * retry``."""
 FALLBACK_BACKBONE = "mobilenet_v2"
 """Backbone for an overridden pretrained strategy when the advisor has no option with a backbone."""
 
@@ -97,9 +92,9 @@ def _check_out(out: Path, data_dir: Path, force: bool) -> None:
                 f"it lacks {MARKER}"  # fmt: skip
             raise AdvisorError(f"--out {out} was not written by advisor train ({why}); --force only replaces a model "
                                "folder advisor train wrote: pass a new or empty folder")  # fmt: skip
-    from advisor.traits import check_writable
+    from study.config import check_writable
 
-    check_writable(out.parent, f"--out {out}", "pass a folder you can write to")
+    check_writable(out.parent, f"--out {out}: its folder", "pass a folder you can write to")
 
 
 def _choose(rec: Any, strategy: str | None, backbone: str | None) -> tuple[str, str, Any]:
@@ -185,7 +180,7 @@ def train(
     from study.data import catalog as study_data
     from study.data.datasets import register_image_folder, unregister_dataset
     from study.engine.cell import CellRunner
-    from study.engine.grid import Cell
+    from study.engine.grid import IMAGE_SIZES, MAX_SEED, Cell
     from study.train.strategies import get_strategy
     from study.zoo.backbones import check_image_size, get_backbone
 
@@ -197,8 +192,9 @@ def train(
         get_strategy(strategy)
     if backbone is not None:
         get_backbone(backbone)
-    for flag, value, low, high in (("--trials", trials, 1, None), ("--epochs", epochs, 1, None),
-                                   ("--image-size", image_size, *IMAGE_SIZES), ("--seed", seed, *SEEDS)):  # fmt: skip
+    ranges = (("--trials", trials, 1, None), ("--epochs", epochs, 1, None), ("--image-size", image_size, *IMAGE_SIZES),
+              ("--seed", seed, 0, MAX_SEED))  # the sweep's ranges (study.engine.grid)  # fmt: skip
+    for flag, value, low, high in ranges:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):

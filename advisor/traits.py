@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,30 +59,11 @@ def check_folder(path: str | Path) -> Path:
     return root.resolve()
 
 
-def nearest_existing(path: Path) -> Path:
-    """``path`` or its closest ancestor that exists (where a new folder would be created)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def check_writable(path: Path, what: str, fix: str) -> None:
-    """Create and remove a probe file where ``path`` would be written; a one-line error if that fails.
-
-    Permission bits say too little (root, ACLs, read-only mounts), so the probe really writes.
-    """
-    folder = nearest_existing(path)
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as error:
-        raise AdvisorError(f"{what}: cannot write in {folder} ({error.strerror or error}); {fix}") from None
-
-
 def check_cache(cache: Path) -> None:
     """The decoded-image and activation cache must be writable (measuring and training write there)."""
-    check_writable(cache, f"the cache folder {cache}", "set TRANSFER_STUDY_CACHE to a folder you can write to")
+    from study.config import check_writable
+
+    check_writable(cache, "the cache folder", "set TRANSFER_STUDY_CACHE to a folder you can write to")
 
 
 def native_size(paths: list[Path]) -> int | None:

@@ -189,13 +189,13 @@ def test_unwritable_out_and_cache_are_one_line_before_training(tmp_path, datapac
     with monkeypatch.context() as mp:
         mp.setattr(traits, "measure", no_measuring)
         code, _, err = run_cli("train", "--data-dir", str(data), "--out", str(unwritable / "model"))
-    one_line_error(code, err, f"--out {unwritable / 'model'}: cannot write in {unwritable}")
+    one_line_error(code, err, f"--out {unwritable / 'model'}: its folder {unwritable} is not writable")
     assert "pass a folder you can write to" in err
 
     monkeypatch.setenv("TRANSFER_STUDY_CACHE", str(unwritable / "cache"))
     for argv in (["train", "--out", str(tmp_path / "model")], ["recommend"]):
         code, _, err = run_cli(*argv, "--data-dir", str(data))
-        one_line_error(code, err, f"the cache folder {unwritable / 'cache'}: cannot write in {unwritable}")
+        one_line_error(code, err, f"the cache folder {unwritable / 'cache'} is not writable ({unwritable}: ")
         assert "set TRANSFER_STUDY_CACHE to a folder you can write to" in err
     assert not (tmp_path / "model").exists()
 
@@ -203,8 +203,8 @@ def test_unwritable_out_and_cache_are_one_line_before_training(tmp_path, datapac
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--seed=-1"], "--seed must be an integer between 0 and 2147483647, got -1"),
-        (["--seed", str(2**40)], "--seed must be an integer between 0 and 2147483647"),
+        (["--seed=-1"], "--seed must be an integer between 0 and 4294967295, got -1"),
+        (["--seed", str(2**40)], "--seed must be an integer between 0 and 4294967295"),
         (["--image-size", "2000"], "--image-size must be an integer between 8 and 1024, got 2000"),
         (["--image-size", "4"], "--image-size must be an integer between 8 and 1024, got 4"),
         (["--trials", "0"], "--trials must be an integer of at least 1, got 0"),
