@@ -30,7 +30,7 @@ class Registry(Generic[T]):
         name = self._key(record)
         if not name or not str(name).strip():
             raise StudyError(f"a {self.kind} needs a non-empty name")
-        if name in self._records and not overwrite and self._records[name] != record:
+        if name in self._records and not overwrite:
             raise StudyError(
                 f"{self.kind} {name!r} is already registered; pick another name or pass overwrite=True to replace it"
             )
