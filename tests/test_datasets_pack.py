@@ -38,8 +38,9 @@ NEW = {
                                    44 + 12, 311 + 52]),  # fmt: skip
     "sign_language_digits": (1650, 412, [205, 206, 206, 206, 207, 207, 207, 206, 208, 204]),
     "gtsrb": (2580, 1075, 85),
-    "synsigns": (1586, 396, [46, 45, 48, 50, 49, 45, 46, 55, 57, 49, 48, 55, 48, 33, 41, 42, 37, 40, 54, 44, 47, 44, 54,
-                             48, 44, 49, 48, 34, 46, 57, 50, 39, 40, 50, 49, 51, 31, 43, 52, 29, 53, 44, 48]),  # fmt: skip
+    "synsigns": (1586, 396, [46, 45, 48, 50, 49, 45, 46, 55, 57, 49, 48, 55, 48, 33, 41, 42, 37, 40, 54, 44, 47, 44,
+                             54, 48, 44, 49, 48, 34, 46, 57, 50, 39, 40, 50, 49, 51, 31, 43, 52, 29, 53, 44,
+                             48]),  # fmt: skip
     "mnist_m": (2000, 1000, 300),
     "pacs_photo": (280, 70, 50),
     "pacs_art_painting": (280, 70, 50),
@@ -156,9 +157,8 @@ def test_no_group_crosses_the_test_or_the_validation_line(name: str) -> None:
             if previous is not None:
                 assert set(previous[0]) <= set(train) and set(previous[1]) <= set(val), "nested in N"
             previous = (train, val)
-        again = train_val_split(ds.pool.labels, 250, seed, groups=ds.pool.groups)
-        assert all(np.array_equal(a, b) for a, b in zip(again, train_val_split(ds.pool.labels, 250, seed,
-                                                                                groups=ds.pool.groups)))  # fmt: skip
+        first, again = (train_val_split(ds.pool.labels, 250, seed, groups=ds.pool.groups) for _ in range(2))
+        assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True)), "deterministic"
     val0 = train_val_split(ds.pool.labels, 250, 0, groups=ds.pool.groups)[1]
     val1 = train_val_split(ds.pool.labels, 250, 1, groups=ds.pool.groups)[1]
     assert not np.array_equal(val0, val1), "another seed, another validation set"
@@ -186,7 +186,8 @@ def test_a_tiny_cell_runs(name: str, runner, keras_cache: Path) -> None:
     from study.engine.grid import Cell
 
     n = max(50, 2 * _n_classes(name))
-    cell = Cell(name, n, "linear_probe", "mobilenet_v2", SIZE, 0, 1, 1, False, 120, "test", 0)
+    cell = Cell(dataset=name, n_images=n, strategy="linear_probe", backbone="mobilenet_v2", image_size=SIZE, seed=0,
+                epochs=1, trials=1, augment=False, max_test=120, grid="test", retries=0)
     data = runner.cell_data(cell)
     if data.pool.groups is not None:
         assert not set(data.pool.groups[data.train_idx].tolist()) & set(data.pool.groups[data.val_idx].tolist())
