@@ -52,7 +52,7 @@ def load(
     fingerprint = hashlib.sha256(f"{ds.source_checksum}|{shift.name}|v{shifts.VERSION}".encode()).hexdigest()
 
     def moved(s: ImageSet) -> ImageSet:
-        return ImageSet(shifts.apply(shift, s.images), s.labels, s.ids)
+        return ImageSet(shifts.apply(shift, s.images), s.labels, s.ids, s.groups)
 
     return replace(
         ds, name=name, domain=shifts.SHIFT_DOMAIN, pool=moved(ds.pool), test=moved(ds.test), source_checksum=fingerprint

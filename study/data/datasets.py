@@ -22,14 +22,28 @@ No TensorFlow here (and no numpy): the CLIs import this module just to list name
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from study.errors import StudyError
 from study.registry import Registry
 
+#: The domain taxonomy: label -> which images it stands for (the README's table; ``advisor recommend --domain``).
+#: A handful of labels, each shared by several datasets, so the advisor can learn per label and a user can pick
+#: one for their own data. The first four are the labels the committed reference study was run with.
+DOMAINS: dict[str, str] = {
+    "natural": "photographs of everyday objects, animals, people, products and scenes (ImageNet-like)",
+    "medical": "medical and biological imaging: X-ray, MRI, CT, fundus, dermoscopy, microscopy of cells or tissue",
+    "digits": "digits, characters and signs: symbols and pictograms, handwritten, printed, rendered or photographed",
+    "satellite": "remote sensing: satellite or aerial images seen from above",
+    "art": "non-photographic depictions: paintings, drawings, cartoons, sketches, clip art",
+    "inspection": "close-ups of a surface or specimen where a texture is the class: industrial defects, leaf disease",
+    "signal": "images rendered from non-image signals: audio spectrograms, time-series or sensor plots",
+}
+
 #: Domains of the built-in datasets. A user-registered dataset may carry any other label.
-BUILTIN_DOMAINS: tuple[str, ...] = ("natural", "medical", "digits", "satellite")
+BUILTIN_DOMAINS: tuple[str, ...] = tuple(DOMAINS)
 
 #: Storage formats the loaders understand.
 FORMATS: tuple[str, ...] = ("image_folder", "medmnist_npz", "idx_gz")
@@ -79,7 +93,19 @@ class DatasetSpec:
 
     ``test_split="fixed_fraction"`` (no official test split) carves a stratified ``test_fraction`` of the pool
     parts with ``split_seed``; the seed is part of the spec so every run and every user gets the same test set.
-    ``expected_counts`` is ``(pool, test)`` after that split.
+    ``expected_counts`` is ``(pool, test)`` after that split; ``full_counts`` is the same for the official
+    download when the data pack holds a smaller copy under the same folder name (the loader accepts either).
+
+    ``group_pattern`` makes splits leakage-safe: a regular expression searched in each image's id (its path
+    relative to the dataset folder, e.g. ``train/00/00000_00012_00003.jpg``) whose first capture group names
+    the image's group (a patient, a slide, a track of one physical object). With ``group_block`` the captured
+    text is an integer and the group is its block ``int // group_block`` (runs of consecutive file numbers).
+    Every image of a group then lands on one side of the fixed test split and of every train/validation
+    carving (``study.data.sampling``). Pool images must all match; test images that do not match (an official
+    test set named differently) are groups of their own.
+
+    ``label_space`` pairs datasets for domain adaptation: datasets with the same value have the same classes in
+    the same order (PACS's four domains, Office-31's three, SynSigns/GTSRB, MNIST/MNIST-M).
     """
 
     name: str
@@ -91,6 +117,10 @@ class DatasetSpec:
     npz_file: str | None = None
     class_names: tuple[str, ...] = ()
     expected_counts: tuple[int, int] | None = None
+    full_counts: tuple[int, int] | None = None
+    group_pattern: str | None = None
+    group_block: int | None = None
+    label_space: str | None = None
     test_split: str = "official"
     test_fraction: float = 0.2
     split_seed: int = 0
@@ -119,6 +149,29 @@ class DatasetSpec:
             raise StudyError(f"dataset {self.name!r}: test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.format == "medmnist_npz" and not self.npz_file:
             raise StudyError(f"dataset {self.name!r}: medmnist_npz needs npz_file")
+        if self.group_pattern is not None:
+            try:
+                groups = re.compile(self.group_pattern).groups
+            except re.error as exc:
+                raise StudyError(f"dataset {self.name!r}: group_pattern is not a valid regex ({exc})") from None
+            if groups < 1:
+                raise StudyError(
+                    f"dataset {self.name!r}: group_pattern {self.group_pattern!r} needs a capture group naming the "
+                    "group, e.g. '/(C\\d+)_'"
+                )
+        if self.group_block is not None and (self.group_pattern is None or self.group_block < 1):
+            raise StudyError(f"dataset {self.name!r}: group_block needs a group_pattern and must be >= 1")
+
+    def group_of(self, image_id: str) -> str | None:
+        """The group an image belongs to (see the class docstring), or None when the id does not match."""
+        if self.group_pattern is None:
+            return None
+        m = re.search(self.group_pattern, image_id)
+        if m is None or m.group(1) is None:
+            return None
+        if self.group_block is None:
+            return m.group(1)
+        return f"block{int(m.group(1)) // self.group_block}"
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -149,6 +202,11 @@ unregister_dataset = DATASETS.unregister
 def list_datasets(domain: str | None = None) -> list[str]:
     """Registered dataset names, sorted, optionally only those of one domain."""
     return sorted(s.name for s in DATASETS.records() if domain is None or s.domain == domain)
+
+
+def label_space_members(label_space: str) -> list[str]:
+    """Registered datasets that share ``label_space`` (same classes, same order): domain-adaptation partners."""
+    return sorted(s.name for s in DATASETS.records() if s.label_space == label_space)
 
 
 def known_domains() -> list[str]:
@@ -501,6 +559,7 @@ _BUILTINS: list[DatasetSpec] = [
         domain="digits",
         format="idx_gz",
         folder="mnist",
+        label_space="mnist",
         pool_parts=("t10k",),
         test_split="fixed_fraction",
         test_fraction=0.2,
@@ -524,6 +583,7 @@ _BUILTINS: list[DatasetSpec] = [
         domain="digits",
         format="idx_gz",
         folder="mnist",
+        label_space="mnist",
         pool_parts=("train",),
         test_part="t10k",
         class_names=_DIGITS,
@@ -593,6 +653,104 @@ _BUILTINS: list[DatasetSpec] = [
         citation="The TensorFlow Team, 'Flowers', 2019",
         license="CC BY 2.0 (per-photo attributions in the archive's LICENSE.txt)",
     ),
+    *[_medmnist_spec(n) for n in _MEDMNIST_2D if n != "retinamnist"],
+]
+
+# --------------------------------------------------------------------------------------------------------------
+# The data pack's second batch (../shared/datapack, added 2026-11-30): compact copies of public datasets, re-encoded
+# (JPEG q90, longest side <= 128 px or native) and subsampled by the pack's staging scripts with a documented seed.
+# Each folder's SOURCE.txt gives the origin repository and commit, the original and kept counts, and the caveats
+# these rows encode (groups that must not cross a split). The pack's folders cannot be downloaded as such: the rows
+# point at the original distributions (``homepage``) for users who are online; only EuroSAT has a verified archive.
+# --------------------------------------------------------------------------------------------------------------
+
+_PACK_COPY = "a compact re-encoded copy with no download (the pack's folder is not published as such): "
+
+
+def _pack_note(selection: str) -> str:
+    return (
+        f"{_PACK_COPY}{selection}; origin repository, commit and tree hashes are in the pack's SOURCE.txt, and "
+        "the loader checks the counts and class folders"
+    )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """Class names from a space-separated list (folder names never contain spaces)."""
+    return tuple(text.split())
+
+
+_EUROSAT_CLASSES = _names(
+    "AnnualCrop Forest HerbaceousVegetation Highway Industrial Pasture PermanentCrop Residential River SeaLake"
+)
+_PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
+_OFFICE31_CLASSES = _names(
+    "back_pack bike bike_helmet bookcase bottle calculator desk_chair desk_lamp desktop_computer file_cabinet "
+    "headphones keyboard laptop_computer letter_tray mobile_phone monitor mouse mug paper_notebook pen phone printer "
+    "projector punchers ring_binder ruler scissors speaker stapler tape_dispenser trash_can"
+)
+_GTSRB_CLASSES = tuple(f"{i:02d}" for i in range(43))  # GTSRB ClassIds; names in the pack's gtsrb/signnames.csv
+_CALTECH101_CLASSES = _names(
+    "Faces Faces_easy Leopards Motorbikes accordion airplanes anchor ant barrel bass beaver binocular bonsai brain "
+    "brontosaurus buddha butterfly camera cannon car_side ceiling_fan cellphone chair chandelier cougar_body "
+    "cougar_face crab crayfish crocodile crocodile_head cup dalmatian dollar_bill dolphin dragonfly electric_guitar "
+    "elephant emu euphonium ewer ferry flamingo flamingo_head garfield gerenuk gramophone grand_piano hawksbill "
+    "headphone hedgehog helicopter ibis inline_skate joshua_tree kangaroo ketch lamp laptop llama lobster lotus "
+    "mandolin mayfly menorah metronome minaret nautilus octopus okapi pagoda panda pigeon pizza platypus pyramid "
+    "revolver rhino rooster saxophone schooner scissors scorpion sea_horse snoopy soccer_ball stapler starfish "
+    "stegosaurus stop_sign strawberry sunflower tick trilobite umbrella watch water_lilly wheelchair wild_cat "
+    "windsor_chair wrench yin_yang"
+)
+_PACS_CITATION = "Li, Yang, Song, Hospedales, 'Deeper, Broader and Artier Domain Generalization', ICCV 2017"
+_OFFICE31_CITATION = "Saenko, Kulis, Fritz, Darrell, 'Adapting Visual Category Models to New Domains', ECCV 2010"
+
+
+def _pacs_spec(domain_name: str, label: str) -> DatasetSpec:
+    return DatasetSpec(
+        name=f"pacs_{domain_name}",
+        domain=label,
+        format="image_folder",
+        folder="pacs",
+        pool_parts=(domain_name,),
+        test_split="fixed_fraction",
+        class_names=_PACS_CLASSES,
+        expected_counts=(280, 70),
+        label_space="pacs",
+        homepage="https://domaingeneralization.github.io/",
+        checksum_note=_pack_note("50 images per class of the 227x227 'kfold' release, resized to 128x128"),
+        description=(
+            f"PACS, the {domain_name.replace('_', ' ')} domain: 7 classes x 50 images (128 px); the pack has no "
+            "official split, so a fixed stratified 20% (seed 0) is the test set; the other PACS domains share the "
+            "label space (domain adaptation / generalisation)"
+        ),
+        citation=_PACS_CITATION,
+        license="none stated by the authors (web images); research use",
+    )
+
+
+def _office31_spec(domain_name: str, counts: tuple[int, int], kept: str) -> DatasetSpec:
+    return DatasetSpec(
+        name=f"office31_{domain_name}",
+        domain="natural",
+        format="image_folder",
+        folder="office31",
+        pool_parts=(domain_name,),
+        test_split="fixed_fraction",
+        class_names=_OFFICE31_CLASSES,
+        expected_counts=counts,
+        label_space="office31",
+        homepage="https://faculty.cc.gatech.edu/~judy/domainadapt/",
+        checksum_note=_pack_note(f"{kept}, resized to 128x128"),
+        description=(
+            f"Office-31, the {domain_name} domain: 31 office-object classes ({kept}, 128 px); no official split, so "
+            "a fixed stratified 20% (seed 0) is the test set; amazon/dslr/webcam share the label space "
+            "(the classic A->W, D->W ... adaptation tasks)"
+        ),
+        citation=_OFFICE31_CITATION,
+        license="none stated by the authors; research use",
+    )
+
+
+_PACK_BATCH2: list[DatasetSpec] = [
     DatasetSpec(
         name="eurosat_rgb",
         domain="satellite",
@@ -602,19 +760,9 @@ _BUILTINS: list[DatasetSpec] = [
         test_split="fixed_fraction",
         test_fraction=0.2,
         split_seed=0,
-        class_names=(
-            "AnnualCrop",
-            "Forest",
-            "HerbaceousVegetation",
-            "Highway",
-            "Industrial",
-            "Pasture",
-            "PermanentCrop",
-            "Residential",
-            "River",
-            "SeaLake",
-        ),
-        expected_counts=(21600, 5400),
+        class_names=_EUROSAT_CLASSES,
+        expected_counts=(2400, 600),
+        full_counts=(21600, 5400),
         downloads=(
             Download(
                 url=(
@@ -628,25 +776,320 @@ _BUILTINS: list[DatasetSpec] = [
                 mirrors=("https://madm.dfki.de/files/sentinel/EuroSAT.zip",),
             ),
         ),
+        checksum_note=(
+            "the download is the authors' EuroSAT.zip (md5 from torchvision; folder 2750/ inside it): 27000 images, "
+            "21600 pool / 5400 test. The data pack's eurosat_rgb/ is a compact copy of the same layout (300 per "
+            "class, seed-0 sample, re-saved JPEG q90): 2400 / 600; the loader accepts either"
+        ),
         homepage="https://github.com/phelber/EuroSAT",
         description=(
-            "Sentinel-2 RGB land-cover patches, 64x64 JPEG, 27000 images in 10 classes (the authors' EuroSAT.zip, "
-            "md5 from torchvision; folder 2750/ inside the zip); no official split, so a fixed stratified 20% "
-            "(seed 0) is the test set"
+            "Sentinel-2 RGB land-cover patches, 64x64 JPEG, 10 classes; no official split, so a fixed stratified "
+            "20% (seed 0) is the test set (of the pack's 3000 images, or of the full 27000 when downloaded)"
         ),
         citation=(
             "Helber et al., 'EuroSAT: A Novel Dataset and Deep Learning Benchmark for Land Use and Land Cover "
             "Classification', IEEE JSTARS 2019"
         ),
-        license="MIT",
+        license="MIT (Sentinel-2 data: Copernicus open licence)",
     ),
-    *[_medmnist_spec(n) for n in _MEDMNIST_2D if n != "retinamnist"],
+    DatasetSpec(
+        name="uc_merced_landuse",
+        domain="satellite",
+        format="image_folder",
+        folder="uc_merced_landuse",
+        pool_parts=("",),
+        test_split="fixed_fraction",
+        class_names=_names(
+            "agricultural airplane baseballdiamond beach buildings chaparral denseresidential forest freeway "
+            "golfcourse harbor intersection mediumresidential mobilehomepark overpass parkinglot river runway "
+            "sparseresidential storagetanks tenniscourt"
+        ),
+        expected_counts=(672, 168),
+        homepage="http://weegee.vision.ucmerced.edu/datasets/landuse.html",
+        checksum_note=_pack_note("40 of the 100 TIFFs per class, 256 -> 128 px JPEG"),
+        description=(
+            "USGS aerial orthophotos (0.3 m), 21 land-use classes x 40 images, 128 px; no official split, so a "
+            "fixed stratified 20% (seed 0) is the test set"
+        ),
+        citation=(
+            "Yang & Newsam, 'Bag-Of-Visual-Words and Spatial Extensions for Land-Use Classification', "
+            "ACM SIGSPATIAL GIS 2010"
+        ),
+        license="public-domain USGS imagery; the dataset readme says it is meant for research purposes",
+    ),
+    DatasetSpec(
+        name="brain_tumor_mri_figshare",
+        domain="medical",
+        format="image_folder",
+        folder="brain_tumor_mri_figshare",
+        pool_parts=("",),
+        test_split="fixed_fraction",
+        class_names=("glioma", "meningioma", "pituitary"),
+        expected_counts=(1196, 304),
+        group_pattern=r"(?:^|/)(\d+)\.\w+$",
+        group_block=100,
+        homepage="https://doi.org/10.6084/m9.figshare.1512427",
+        checksum_note=_pack_note("500 of the 3064 slices per class, 512 -> 96 px greyscale JPEG"),
+        description=(
+            "T1 contrast-enhanced brain MRI slices (233 patients, several slices each), glioma / meningioma / "
+            "pituitary tumour, 96 px grey. The patient ids are not in the copy, but a patient's slices carry "
+            "consecutive figshare file numbers, so images are grouped by blocks of 100 file numbers (~6-12 "
+            "patients each; only a patient straddling a block edge can cross a split) and the fixed ~20% test "
+            "split and every train/validation carving keep each block on one side"
+        ),
+        citation=(
+            "Cheng et al., 'Enhanced Performance of Brain Tumor Classification via Tumor Region Augmentation and "
+            "Partition', PLoS ONE 10(10), 2015"
+        ),
+        license="CC BY 4.0",
+    ),
+    DatasetSpec(
+        name="malaria_cells",
+        domain="medical",
+        format="image_folder",
+        folder="malaria_cells",
+        pool_parts=("",),
+        test_split="fixed_fraction",
+        class_names=("Parasitized", "Uninfected"),
+        expected_counts=(946, 254),
+        group_pattern=r"(?:^|/)(C\d+)[A-Za-z_]",
+        homepage="https://lhncbc.nlm.nih.gov/LHC-research/LHC-projects/image-processing/malaria-datasheet.html",
+        checksum_note=_pack_note("600 of the 13779 cells per class, PNG -> JPEG, longest side <= 96 px"),
+        description=(
+            "segmented red blood cells from Giemsa-stained thin smears, parasitized vs uninfected. File names "
+            "start with the slide/patient code (C100P61ThinF_...); images are grouped by its leading C-number "
+            "(C47P8thin_Original_Motic and C47P8thinOriginalOlympusCX21 are one group), and a slide holds both "
+            "classes, so the fixed ~20% test split and every train/validation carving keep each slide on one side"
+        ),
+        citation=(
+            "Rajaraman et al., 'Pre-trained convolutional neural networks as feature extractors toward improved "
+            "malaria parasite detection in thin blood smear images', PeerJ 6:e4568, 2018"
+        ),
+        license="US Government work (NLM), publicly released",
+    ),
+    DatasetSpec(
+        name="caltech101",
+        domain="natural",
+        format="image_folder",
+        folder="caltech101",
+        pool_parts=("",),
+        test_split="fixed_fraction",
+        class_names=_CALTECH101_CLASSES,
+        expected_counts=(1293, 323),
+        homepage="https://data.caltech.edu/records/mzrjq-6wc02",
+        checksum_note=_pack_note("16 images per object class (BACKGROUND_Google dropped), longest side <= 96 px"),
+        description=(
+            "Caltech-101 object photos, 101 classes x 16 images (Faces and Faces_easy both kept, as released); no "
+            "official split, so a fixed stratified 20% (seed 0) is the test set; 101 classes need n >= 202"
+        ),
+        citation=(
+            "Fei-Fei, Fergus, Perona, 'Learning generative visual models from few training examples', "
+            "CVPR 2004 Workshop on Generative-Model Based Vision"
+        ),
+        license="CC BY 4.0 (CaltechDATA record)",
+    ),
+    DatasetSpec(
+        name="clothing_small",
+        domain="natural",
+        format="image_folder",
+        folder="clothing_small",
+        pool_parts=("train",),
+        test_part="test",
+        class_names=("dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"),
+        expected_counts=(1199, 372),
+        homepage="https://github.com/alexeygrigorev/clothing-dataset-small",
+        checksum_note=_pack_note("a class-proportional 1199 of the 3068 train and all 372 test images, <= 96 px"),
+        description=(
+            "crowd-sourced consumer photos of clothing, 10 classes (imbalanced: t-shirt 311 vs skirt 44 in the "
+            "pool); the official train/ is the pool and the official test/ the test set (validation/ not kept)"
+        ),
+        citation="Grigorev et al., 'Clothing dataset (small)', github.com/alexeygrigorev/clothing-dataset-small, 2020",
+        license="CC0 1.0",
+    ),
+    DatasetSpec(
+        name="sign_language_digits",
+        domain="natural",
+        format="image_folder",
+        folder="sign_language_digits",
+        pool_parts=("",),
+        test_split="fixed_fraction",
+        class_names=_DIGITS,
+        expected_counts=(1650, 412),
+        homepage="https://github.com/ardamavi/Sign-Language-Digits-Dataset",
+        checksum_note=_pack_note("all 2062 images, 100 -> 64 px"),
+        description=(
+            "photos of a hand showing a digit 0-9 in sign language (218 students), 64 px; the domain is 'natural' "
+            "(photos of hands), not 'digits'; no official split and no student ids in the file names, so a fixed "
+            "stratified 20% (seed 0) is the test set"
+        ),
+        citation=(
+            "Mavi, 'A New Dataset and Proposed Convolutional Neural Network Architecture for Classification of "
+            "American Sign Language Digits', arXiv:2011.08927, 2020"
+        ),
+        license="Apache-2.0",
+    ),
+    DatasetSpec(
+        name="gtsrb",
+        domain="digits",
+        format="image_folder",
+        folder="gtsrb",
+        pool_parts=("train",),
+        test_part="test",
+        class_names=_GTSRB_CLASSES,
+        expected_counts=(2580, 1075),
+        group_pattern=r"^train/\d+/(\d{5}_\d{5})_\d{5}\.",
+        label_space="gtsrb43",
+        homepage="https://benchmark.ini.rub.de/gtsrb_news.html",
+        checksum_note=_pack_note("60 train and 25 test images per class, longest side <= 64 px, ROI margin kept"),
+        description=(
+            "German traffic-sign photos, 43 ClassIds (names in the pack's signnames.csv), official train/ as the "
+            "pool and official test/ (separate tracks) as the test set. Training images come in 30-frame tracks of "
+            "one physical sign (file name CCCCC_TTTTT_IIIII): images are grouped by class and track, so a "
+            "train/validation carving never puts frames of one sign on both sides; 43 classes need n >= 86"
+        ),
+        citation=(
+            "Stallkamp, Schlipsing, Salmen, Igel, 'Man vs. computer: Benchmarking machine learning algorithms for "
+            "traffic sign recognition', Neural Networks 32, 2012"
+        ),
+        license="no explicit licence from the benchmark page (the Kaggle redistribution lists CC0); research use",
+    ),
+    DatasetSpec(
+        name="synsigns",
+        domain="digits",
+        format="image_folder",
+        folder="synsigns",
+        pool_parts=("",),
+        test_split="fixed_fraction",
+        class_names=_GTSRB_CLASSES,
+        expected_counts=(1586, 396),
+        label_space="gtsrb43",
+        homepage="https://doi.org/10.1007/978-3-319-02895-8_52",
+        checksum_note=_pack_note("the 1982 unique files of a 2000-image subset of the 100000, 40 px"),
+        description=(
+            "rendered traffic signs on random backgrounds with GTSRB's 43 ClassIds (source domain of the classic "
+            "SynSigns -> GTSRB adaptation task), 40 px; no split, so a fixed stratified 20% (seed 0) is the test set"
+        ),
+        citation=(
+            "Moiseev, Konev, Chigorin, Konushin, 'Evaluation of Traffic Sign Recognition Methods Trained on "
+            "Synthetically Generated Data', ACIVS 2013"
+        ),
+        license="not stated; research use",
+    ),
+    DatasetSpec(
+        name="mnist_m",
+        domain="digits",
+        format="image_folder",
+        folder="mnist_m",
+        pool_parts=("train",),
+        test_part="test",
+        class_names=_DIGITS,
+        expected_counts=(2000, 1000),
+        label_space="mnist",
+        homepage="https://yaroslav.ganin.net/",
+        checksum_note=_pack_note("200 train and 100 test images per digit of the mnist_m.tar.gz release, 32 px"),
+        description=(
+            "MNIST digits blended over BSDS500 colour patches, 32 px RGB; official train/ is the pool, official "
+            "test/ the test set; target domain of MNIST -> MNIST-M"
+        ),
+        citation="Ganin & Lempitsky, 'Unsupervised Domain Adaptation by Backpropagation', ICML 2015",
+        license="not stated (derived from MNIST, CC BY-SA 3.0, and BSDS500); research use",
+    ),
+    _pacs_spec("photo", "natural"),
+    _pacs_spec("art_painting", "art"),
+    _pacs_spec("cartoon", "art"),
+    _pacs_spec("sketch", "art"),
+    _office31_spec("amazon", (372, 93), "15 product photos per class (465 of 2817)"),
+    _office31_spec("dslr", (398, 100), "all 498 DSLR photos, 7..31 per class"),
+    _office31_spec("webcam", (636, 159), "all 795 webcam photos, 11..43 per class"),
+    DatasetSpec(
+        name="neu_surface_defects",
+        domain="inspection",
+        format="image_folder",
+        folder="neu_surface_defects",
+        pool_parts=("",),
+        test_split="fixed_fraction",
+        class_names=("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"),
+        expected_counts=(720, 180),
+        homepage="http://faculty.neu.edu.cn/yunhyan/NEU_surface_defect_database.html",
+        checksum_note=_pack_note("150 of the 300 images per class, 200 -> 128 px greyscale"),
+        description=(
+            "hot-rolled steel strip surface defects (NEU-CLS/NEU-DET), 6 classes, 128 px grey; no official split, "
+            "so a fixed stratified 20% (seed 0) is the test set"
+        ),
+        citation=(
+            "Song & Yan, 'A noise robust method based on completed local binary patterns for hot-rolled steel strip "
+            "surface defects', Applied Surface Science 285, 2013"
+        ),
+        license="academic research use only (NEU database page)",
+    ),
+    DatasetSpec(
+        name="plantvillage_tomato",
+        domain="inspection",
+        format="image_folder",
+        folder="plantvillage_tomato",
+        pool_parts=("",),
+        test_split="fixed_fraction",
+        class_names=(
+            "Tomato_Bacterial_spot",
+            "Tomato_Early_blight",
+            "Tomato_Late_blight",
+            "Tomato_Leaf_Mold",
+            "Tomato_Septoria_leaf_spot",
+            "Tomato_Spider_mites_Two_spotted_spider_mite",
+            "Tomato__Target_Spot",
+            "Tomato__Tomato_YellowLeaf__Curl_Virus",
+            "Tomato__Tomato_mosaic_virus",
+            "Tomato_healthy",
+        ),
+        expected_counts=(640, 160),
+        homepage="https://github.com/spMohanty/PlantVillage-Dataset",
+        checksum_note=_pack_note("80 images per class of the Kaggle PlantVillage tomato folders, 256 -> 128 px"),
+        description=(
+            "tomato-leaf disease photos on a plain lab background (9 diseases + healthy), 128 px; no official split, "
+            "so a fixed stratified 20% (seed 0) is the test set. Caveat (SOURCE.txt): several photos per leaf and "
+            "no leaf id in the file names, so near-duplicates can cross the split; accuracy is optimistic"
+        ),
+        citation=(
+            "Hughes & Salathe, 'An open access repository of images on plant health to enable the development of "
+            "mobile disease diagnostics', arXiv:1511.08060, 2015"
+        ),
+        license="not stated in the source repository (commonly given as CC BY-SA 3.0, unverified); research use",
+    ),
+    DatasetSpec(
+        name="fsdd_spectrogram",
+        domain="signal",
+        format="image_folder",
+        folder="fsdd_spectrogram",
+        pool_parts=("train",),
+        test_part="test",
+        class_names=_DIGITS,
+        expected_counts=(1500, 300),
+        homepage="https://github.com/Jakobovski/free-spoken-digit-dataset",
+        checksum_note=_pack_note(
+            "log-mel spectrograms (64x64 grey PNG) rendered from the recordings: all 300 test, 25 per digit and "
+            "speaker of the 2700 train"
+        ),
+        description=(
+            "spoken digits 0-9 (6 speakers) as log-mel spectrogram images, 64 px grey. The official split is by "
+            "recording index (0-4 test, 5-49 train), so every speaker is on both sides: the study keeps it (it is "
+            "the dataset's protocol and its published accuracies), and the validation carving likewise mixes "
+            "speakers, so validation and test measure the same thing. Speaker-held-out accuracy is a "
+            "domain-adaptation question (the speaker is the file name's second field)"
+        ),
+        citation=(
+            "Jackson et al., 'Free Spoken Digit Dataset' (FSDD), Zenodo, "
+            "github.com/Jakobovski/free-spoken-digit-dataset"
+        ),
+        license="CC BY-SA 4.0 (inherited by this derived version)",
+    ),
 ]
+_BUILTINS.extend(_PACK_BATCH2)
 
 for _spec in _BUILTINS:
     register_dataset(_spec)
 
-#: Names of the datasets that ship in ../shared/datapack (tests and CI use exactly these).
+#: Names of the datasets that ship in ../shared/datapack (tests and CI use exactly these): the first six, then
+#: the second batch (PACS and Office-31 as one dataset per domain).
 DATAPACK_DATASETS: tuple[str, ...] = (
     "cats_and_dogs_filtered",
     "cifar10_subset",
@@ -654,7 +1097,11 @@ DATAPACK_DATASETS: tuple[str, ...] = (
     "retinamnist",
     "rsscn7_160",
     "mnist",
+    *(spec.name for spec in _PACK_BATCH2),
 )
+
+#: The study's base datasets: one per data-pack folder, PACS and Office-31 as their per-domain datasets.
+PACK_FOLDERS: tuple[str, ...] = tuple(dict.fromkeys(get_dataset(n).folder for n in DATAPACK_DATASETS))
 
 
 def with_root(spec: DatasetSpec, root: Path) -> DatasetSpec:

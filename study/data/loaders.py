@@ -49,11 +49,17 @@ IGNORED_FILES = frozenset({"thumbs.db", "desktop.ini"})
 
 @dataclass
 class ImageSet:
-    """Images (N, S, S, 3) uint8, labels (N,) int64, and a stable id per image (relative path or part/index)."""
+    """Images (N, S, S, 3) uint8, labels (N,) int64, and a stable id per image (relative path or part/index).
+
+    ``groups`` (N,) int64, for datasets whose spec has a ``group_pattern``: the id of each image's group (a
+    patient, a slide, a track), numbered over pool and test together so the two can be compared; else None.
+    Derived from ``ids`` at load time, so the decoded cache does not store it.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     ids: list[str]
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -61,7 +67,8 @@ class ImageSet:
     def subset(self, idx: np.ndarray | Sequence[int]) -> ImageSet:
         """The images at ``idx`` (a copy), e.g. the indices from ``study.data.sampling``."""
         idx = np.asarray(idx, dtype=np.int64)
-        return ImageSet(self.images[idx], self.labels[idx], [self.ids[i] for i in idx])
+        groups = None if self.groups is None else self.groups[idx]
+        return ImageSet(self.images[idx], self.labels[idx], [self.ids[i] for i in idx], groups)
 
 
 @dataclass
@@ -462,6 +469,27 @@ def _concat(decoded: Decoded, parts: Sequence[str], size: int) -> ImageSet:
     return ImageSet(images, labels.astype(np.int64, copy=False), ids)
 
 
+def _group_array(spec: DatasetSpec, pool_ids: list[str], test_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Group ids of pool and test images from ``spec.group_pattern``, numbered over both (sorted group names).
+
+    A pool image the pattern does not match is an error (a wrong pattern would silently disable the safety);
+    an unmatched test image (an official test set named differently) is a group of its own.
+    """
+    names: list[str] = []
+    for i in pool_ids:
+        g = spec.group_of(i)
+        if g is None:
+            raise StudyError(
+                f"dataset {spec.name!r}: image {i!r} does not match group_pattern {spec.group_pattern!r}; "
+                "fix the pattern or the file name"
+            )
+        names.append(g)
+    names += [spec.group_of(i) or f"image:{i}" for i in test_ids]
+    _, gid = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
+    gid = gid.astype(np.int64)
+    return gid[: len(pool_ids)], gid[len(pool_ids) :]
+
+
 def resolve_root(
     spec: DatasetSpec,
     data_dirs: list[Path] | None = None,
@@ -522,15 +550,20 @@ def load_dataset(
     if spec.test_split == "official":
         pool = _concat(decoded, spec.pool_parts, size)
         test = _concat(decoded, [str(spec.test_part)], size)
+        if spec.group_pattern is not None:
+            pool.groups, test.groups = _group_array(spec, pool.ids, test.ids)
     else:
         everything = _concat(decoded, spec.pool_parts, size)
-        pool_idx, test_idx = fixed_test_split(everything.labels, spec.test_fraction, spec.split_seed)
+        if spec.group_pattern is not None:
+            everything.groups = _group_array(spec, everything.ids, [])[0]
+        pool_idx, test_idx = fixed_test_split(everything.labels, spec.test_fraction, spec.split_seed, everything.groups)
         pool, test = everything.subset(pool_idx), everything.subset(test_idx)
-    if spec.expected_counts is not None and (len(pool), len(test)) != tuple(spec.expected_counts):
+    allowed = [tuple(c) for c in (spec.expected_counts, spec.full_counts) if c is not None]
+    if allowed and (len(pool), len(test)) not in allowed:
+        expected = " or ".join(f"{c[0]} / {c[1]}" for c in allowed)
         raise StudyError(
             f"dataset {spec.name!r} at {root} has {len(pool)} pool / {len(test)} test images, expected "
-            f"{spec.expected_counts[0]} / {spec.expected_counts[1]}; the copy is incomplete or another version: "
-            "re-download it (delete that folder)"
+            f"{expected}; the copy is incomplete or another version: re-download it (delete that folder)"
         )
     return LoadedDataset(
         name=spec.name,

@@ -9,6 +9,14 @@ How: per-class counts for every N come from a sequential, quota-respecting alloc
 floor or ceiling of its exact share, like largest-remainder rounding, but computed one image at a time so a
 class's count never drops as N grows: no Alabama paradox). The images taken from a class are a prefix of a
 permutation seeded by (seed, class), so larger N adds images and never swaps them.
+
+Groups (patients, slides, tracks of one object: ``DatasetSpec.group_pattern``) make both the fixed test split
+and the train/validation carving leakage-safe: whole groups are held out, chosen greedily in a seeded order so
+that each class's held-out share comes as close to the fraction as the group sizes allow, and every class spread
+over two or more groups keeps at least one group on each side. The N images are then drawn per class exactly as
+without groups (same per-class counts), from two fixed queues, the class's images in validation groups and in
+training groups, each visiting its groups round-robin (one image per group per round, so a small N spans many
+groups rather than a few): still deterministic, stratified and nested. Without groups nothing changes.
 """
 
 from __future__ import annotations
@@ -137,6 +145,7 @@ def train_val_split(
     val_fraction: float = 0.2,
     *,
     dataset: str | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices into the pool of the user's ``n_images``, split into (train, validation), both stratified.
 
@@ -144,6 +153,10 @@ def train_val_split(
     is carved from those N only, about ``val_fraction`` of each class with at least one image per class in
     each part, so "N images" means N labelled images in total, as a user would count them. For a fixed seed
     both the training and the validation set of a smaller N are contained in those of a larger N.
+
+    With ``groups`` (one id per pool image) no group has images on both sides; the per-class counts are the
+    same, the per-class validation share is kept as far as the groups allow (a class whose groups all sit on one
+    side has no image on the other).
     """
     labels = _as_labels(pool_labels)
     if not 0.0 < val_fraction < 1.0:
@@ -167,6 +180,9 @@ def train_val_split(
             f"image each; the minimum is {2 * k}"
         )
     alloc = _allocation(tuple(int(c) for c in counts), int(n_images), 2)
+    if groups is not None:
+        return _grouped_train_val(labels, _group_ids(groups, labels.size, dataset or "the pool"), classes, alloc,
+                                  seed, val_fraction)  # fmt: skip
     train_parts, val_parts = [], []
     for cls, a in zip(classes, alloc, strict=True):
         taken = _class_perm(np.flatnonzero(labels == cls), seed, int(cls))[:a]
@@ -175,6 +191,89 @@ def train_val_split(
         train_parts.append(taken[~is_val])
     train_idx, val_idx = np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
     return train_idx.astype(np.int64), val_idx.astype(np.int64)
+
+
+_TEST_SALT = 0x7465  # seeds of the group hold-outs and orders: apart from the per-class permutations' streams
+_VAL_SALT = 0x76616C
+_RANK_SALT = 0x72616E
+
+
+def _group_ids(groups: np.ndarray | list, n: int, what: str) -> np.ndarray:
+    """Group labels (any hashable values) as dense ints 0..G-1 in sorted order of the labels."""
+    arr = np.asarray(groups)
+    if arr.ndim != 1 or arr.size != n:
+        raise StudyError(f"groups for {what} must be one id per image ({n}), got shape {arr.shape}")
+    uniq, gid = np.unique(arr, return_inverse=True)
+    if uniq.size < 2:
+        raise StudyError(f"{what} has a single group; a split by groups needs at least two")
+    return gid.astype(np.int64)
+
+
+def _hold_out_groups(labels: np.ndarray, gid: np.ndarray, fraction: float, seed: int, salt: int) -> np.ndarray:
+    """Which groups to hold out (bool per group): about ``fraction`` of each class, whole groups only.
+
+    Groups are visited in a seeded order and held out when that brings the per-class held-out counts closer
+    (in total absolute deviation) to ``fraction`` of each class. Afterwards a class spread over several groups
+    that ended with none held out gets its smallest group held out, and one with all held out gets its smallest
+    group back, so every such class has images on both sides.
+    """
+    _, lab = np.unique(labels, return_inverse=True)
+    n_groups, n_classes = int(gid.max()) + 1, int(lab.max()) + 1
+    table = np.zeros((n_groups, n_classes), dtype=np.int64)
+    np.add.at(table, (gid, lab), 1)
+    target = fraction * table.sum(axis=0)
+    held = np.zeros(n_classes, dtype=np.int64)
+    out = np.zeros(n_groups, dtype=bool)
+    order = np.random.default_rng([int(seed) & 0xFFFFFFFF, salt]).permutation(n_groups)
+    for g in order:
+        row = table[g]
+        if np.abs(held + row - target).sum() < np.abs(held - target).sum():
+            out[g] = True
+            held += row
+    for k in range(n_classes):
+        members = [int(g) for g in order if table[g, k] > 0]
+        if len(members) < 2:
+            continue
+        side = None if 0 < held[k] < table[:, k].sum() else bool(held[k] == 0)  # True: hold one out
+        if side is None:
+            continue
+        g = min((g for g in members if out[g] != side), key=lambda g: int(table[g].sum()))
+        out[g] = side
+        held += table[g] if side else -table[g]
+    return out
+
+
+def _round_robin(idx: np.ndarray, gid: np.ndarray, rank: np.ndarray, seed: int, cls: int) -> np.ndarray:
+    """One class's images in draw order: the first image of each group (groups in ``rank`` order), then the
+    second of each, ...; within a group the order is the class's seeded permutation."""
+    perm = _class_perm(idx, seed, cls)
+    g = gid[perm]
+    occurrence = np.zeros(perm.size, dtype=np.int64)
+    seen: dict[int, int] = {}
+    for i, x in enumerate(g.tolist()):
+        occurrence[i] = seen.get(x, 0)
+        seen[x] = occurrence[i] + 1
+    return perm[np.lexsort((rank[g], occurrence))]
+
+
+def _grouped_train_val(
+    labels: np.ndarray, gid: np.ndarray, classes: np.ndarray, alloc: tuple[int, ...], seed: int, val_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``train_val_split`` with groups: validation groups fixed per seed, per-class draws from two queues."""
+    val_group = _hold_out_groups(labels, gid, val_fraction, seed, _VAL_SALT)
+    rank = np.random.default_rng([int(seed) & 0xFFFFFFFF, _RANK_SALT]).permutation(int(gid.max()) + 1)
+    train_parts, val_parts = [], []
+    for cls, a in zip(classes, alloc, strict=True):
+        order = _round_robin(np.flatnonzero(labels == cls), gid, rank, seed, int(cls))
+        is_val = val_group[gid[order]]
+        queues = (order[~is_val], order[is_val])
+        taken: tuple[list[int], list[int]] = ([], [])
+        for want_val in _val_positions(a, val_fraction).tolist():
+            side = int(want_val) if len(taken[int(want_val)]) < len(queues[int(want_val)]) else 1 - int(want_val)
+            taken[side].append(int(queues[side][len(taken[side])]))
+        train_parts.append(np.asarray(taken[0], dtype=np.int64))
+        val_parts.append(np.asarray(taken[1], dtype=np.int64))
+    return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
 
 
 def _val_positions(a: int, val_fraction: float) -> np.ndarray:
@@ -192,11 +291,21 @@ def _val_positions(a: int, val_fraction: float) -> np.ndarray:
     return v > prev
 
 
-def fixed_test_split(labels: np.ndarray | list[int], test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(pool, test) sorted indices: a stratified ``test_fraction`` hold-out for datasets with no test split."""
+def fixed_test_split(
+    labels: np.ndarray | list[int], test_fraction: float, seed: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, test) sorted indices: a stratified ``test_fraction`` hold-out for datasets with no test split.
+
+    With ``groups`` (one group id per item) whole groups are held out (see the module docstring), so the test
+    size is only about ``test_fraction``; without, the split is exactly what it has always been.
+    """
     arr = _as_labels(labels)
     if not 0.0 < test_fraction < 1.0:
         raise StudyError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    if groups is not None:
+        gid = _group_ids(groups, arr.size, "the test split")
+        held = _hold_out_groups(arr, gid, test_fraction, seed, _TEST_SALT)[gid]
+        return np.flatnonzero(~held).astype(np.int64), np.flatnonzero(held).astype(np.int64)
     n_classes = len(np.unique(arr))
     n_test = min(max(n_classes, round(test_fraction * arr.size)), arr.size)
     test_idx = _stratified(arr, n_test, seed, 1, None, "test size")

@@ -74,7 +74,8 @@ class CellRunner:
 
     def cell_data(self, cell: Cell) -> CellData:
         ds = self.dataset(cell.dataset, cell.image_size)
-        train_idx, val_idx = train_val_split(ds.pool.labels, cell.n_images, cell.seed, dataset=cell.dataset)
+        train_idx, val_idx = train_val_split(ds.pool.labels, cell.n_images, cell.seed, dataset=cell.dataset,
+                                             groups=ds.pool.groups)
         test_idx = cap_test(ds.test.labels, cell.max_test, seed=0)
         return CellData(
             ds.name, ds.domain, list(ds.class_names), ds.source_checksum, cell.image_size, ds.pool, ds.test,
