@@ -128,7 +128,7 @@ class CellRunner:
             if candidates:
                 params = candidates.pop(0)
             else:
-                train_seed = cell.seed + 1000 * retries
+                train_seed = (cell.seed + 1000 * retries) % 2**32  # seeds are 32-bit (grid.MAX_SEED)
             cfg = replace(base, seed=train_seed, **params)
             result = strategy.run(data, spec, cfg, self.engine)
             metrics = classification_metrics(data.y_test, result.test_proba, data.n_classes)
