@@ -47,6 +47,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 IGNORED_FILES = frozenset({"thumbs.db", "desktop.ini"})
 
 
+IMAGE_SIZES = (8, 1024)
+"""Square input sizes the loaders produce (px); the entry points check flags and grid files against it."""
+
 @dataclass
 class ImageSet:
     """Images (N, S, S, 3) uint8, labels (N,) int64, and a stable id per image (relative path or part/index).
@@ -523,8 +526,9 @@ def load_dataset(
     it has a download and ``allow_download``. ``use_cache=False`` decodes without reading or writing the cache.
     """
     spec = get_dataset(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
-    if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer) or not 8 <= image_size <= 1024:
-        raise StudyError(f"image_size must be an integer between 8 and 1024, got {image_size!r}")
+    lo, hi = IMAGE_SIZES
+    if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer) or not lo <= image_size <= hi:
+        raise StudyError(f"image_size must be an integer between {lo} and {hi}, got {image_size!r}")
     size = int(image_size)
     root = resolve_root(spec, data_dirs, download_dir=download_dir, allow_download=allow_download)
     scan = READERS[spec.format](spec, root)

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from study.data.loaders import IMAGE_SIZES
 from study.errors import StudyError, unknown_name
 
 AXES = ("datasets", "sizes", "strategies", "backbones", "seeds")
@@ -55,7 +56,6 @@ DATASET_SCHEMA: dict[str, tuple[type, type | None, str]] = {
 }
 
 # Allowed ranges (checked for grid files and command-line overrides alike, before anything trains).
-IMAGE_SIZES = (8, 1024)  # the loaders resize to at most 1024 px
 MAX_SEED = 2**32 - 1  # numpy's and TensorFlow's seeds are 32-bit
 MAX_COUNT = 1_000_000  # epochs, trials, test images, training images: anything larger is a typo
 
