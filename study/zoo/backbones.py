@@ -330,8 +330,11 @@ def preprocess(spec: BackboneSpec, images: np.ndarray) -> np.ndarray:
 
 
 def weights_available(spec: BackboneSpec, keras_home: Path | None = None) -> bool:
-    """True when the ImageNet file is already on disk (no download or conversion needed)."""
-    return spec.builder.find(spec, Path(keras_home or config.keras_home())) is not None
+    """True when the ImageNet file is already on disk and intact (no download or conversion needed)."""
+    try:
+        return spec.builder.find(spec, Path(keras_home or config.keras_home())) is not None
+    except WeightsUnavailableError:  # on disk but corrupt
+        return False
 
 
 def resolve_weights(spec: BackboneSpec, keras_home: Path | None = None) -> Path:

@@ -338,6 +338,7 @@ def convert(variant: Variant, dest: Path, expected_sha256: str | None = None) ->
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # as Keras' own downloads: readable by whoever shares the cache
         os.replace(tmp, dest)  # atomic: a concurrent process sees the old state or the whole file
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
