@@ -242,7 +242,7 @@ def train(
         cell = Cell(dataset=name, n_images=n_pool, strategy=chosen_strategy,
                     backbone=chosen_backbone if uses_backbone else None, image_size=size, seed=seed, epochs=epochs,
                     trials=trials, augment=False, max_test=max(1, n_test), grid=TRAIN_GRID, retries=1)  # fmt: skip
-        runner = CellRunner(config.cache_dir())
+        runner = CellRunner(config.cache_dir(), config.data_dirs(), config.weights_dirs())
         trained = runner.train(cell)
         model = trained.result.model()
         if model is None:

@@ -171,7 +171,7 @@ def _gap(
     from study.probes.domain import measure as measure_scores
 
     cache = config.cache_dir()
-    engine = FeatureEngine(cache)
+    engine = FeatureEngine(cache, config.weights_dirs())
 
     def load(dataset: str, size: int) -> Any:
         return study_data.load(dataset, size, cache_dir=cache)

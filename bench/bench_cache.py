@@ -30,7 +30,16 @@ from typing import Any
 
 import numpy as np
 
+from study import config
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _engine(folder: Any) -> Any:
+    """A feature engine on ``folder`` with the environment's weights (this benchmark is an entry point)."""
+    from study.cache.features import FeatureEngine
+
+    return FeatureEngine(folder, config.weights_dirs())
 
 
 def _cell(images: np.ndarray, labels: np.ndarray, n_train: int, size: int, fingerprint: str) -> Any:
@@ -61,7 +70,7 @@ def _recipe_model(spec: Any, size: int, cfg: Any, top_k: int | None = None) -> t
     from study.train.strategies import unfreeze
     from study.zoo.backbones import build_backbone
 
-    backbone = build_backbone(spec, size)
+    backbone = build_backbone(spec, size, dirs=config.weights_dirs())
     backbone.trainable = False
     inp = keras.Input((size, size, 3))
     x = backbone(inp, training=False)
@@ -105,7 +114,6 @@ def _recipe_accuracy(model: Any, spec: Any, images: np.ndarray, labels: np.ndarr
 
 
 def part_single(args: argparse.Namespace) -> dict[str, float]:
-    from study.cache.features import FeatureEngine
     from study.train.strategies import run_feature_extraction
     from study.train.training import TrainConfig
     from study.zoo.backbones import get_backbone
@@ -123,7 +131,7 @@ def part_single(args: argparse.Namespace) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        r = run_feature_extraction(_cell(images, labels, 2000, size, fp), spec, cfg, FeatureEngine(tmp))
+        r = run_feature_extraction(_cell(images, labels, 2000, size, fp), spec, cfg, _engine(tmp))
         engine_acc = float((r.val_proba.argmax(1) == labels[va]).mean())
         engine_s = time.perf_counter() - t0
     return {"recipe_s": recipe_s, "engine_s": engine_s, "speedup": recipe_s / engine_s,
@@ -140,7 +148,6 @@ def _trial_configs(n: int, rng_seed: int = 0) -> list[dict[str, float]]:
 
 
 def part_subgrid(args: argparse.Namespace) -> dict[str, float]:
-    from study.cache.features import FeatureEngine
     from study.data.cell_data import CellData
     from study.data.sampling import train_val_split
     from study.train.strategies import run_feature_extraction
@@ -158,7 +165,7 @@ def part_subgrid(args: argparse.Namespace) -> dict[str, float]:
     pool = ImageSet(images, labels, [str(i) for i in range(len(labels))])
     fits = []
     with tempfile.TemporaryDirectory() as tmp:
-        engine = FeatureEngine(tmp)
+        engine = _engine(tmp)
         t0 = time.perf_counter()
         for n in sizes:
             for seed in seeds:
@@ -203,7 +210,6 @@ def _one_per_size(fits: list[dict], per_size: int) -> list[dict]:
 
 
 def part_fine_tune_top(args: argparse.Namespace) -> dict[str, float]:
-    from study.cache.features import FeatureEngine
     from study.train.strategies import run_fine_tune_top
     from study.train.training import TrainConfig
     from study.zoo.backbones import get_backbone
@@ -224,7 +230,7 @@ def part_fine_tune_top(args: argparse.Namespace) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        r = run_fine_tune_top(_cell(images, labels, 2000, size, fp), spec, replace(cfg, top_k=k), FeatureEngine(tmp))
+        r = run_fine_tune_top(_cell(images, labels, 2000, size, fp), spec, replace(cfg, top_k=k), _engine(tmp))
         engine_acc = float((r.val_proba.argmax(1) == labels[va]).mean())
         engine_s = time.perf_counter() - t0
     return {"top_k": k, "recipe_s": recipe_s, "engine_s": engine_s, "speedup": recipe_s / engine_s,
@@ -234,7 +240,6 @@ def part_fine_tune_top(args: argparse.Namespace) -> dict[str, float]:
 def part_throughput(args: argparse.Namespace) -> dict[str, float]:
     import keras
 
-    from study.cache.features import FeatureEngine
     from study.train.training import TrainConfig
     from study.zoo.backbones import build_backbone, get_backbone, preprocess
 
@@ -243,7 +248,8 @@ def part_throughput(args: argparse.Namespace) -> dict[str, float]:
     images = images[:2000]
     data = _cell(images, labels[:2000], 2000, size, fp)
     del TrainConfig
-    raw = keras.Sequential([build_backbone(spec, size), keras.layers.GlobalAveragePooling2D()])
+    backbone = build_backbone(spec, size, dirs=config.weights_dirs())
+    raw = keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D()])
     x = preprocess(spec, images)  # preprocessing is not timed on the raw side: the reference is the network alone
     raw.predict(x[:64], batch_size=64, verbose=0)  # warm-up: tracing is not throughput
     raw.predict_on_batch(x[:64])
@@ -256,7 +262,7 @@ def part_throughput(args: argparse.Namespace) -> dict[str, float]:
     on_batch_s = time.perf_counter() - t0
     raw_s = min(predict_s, on_batch_s)  # the faster of Keras' two inference paths is the reference
     with tempfile.TemporaryDirectory() as tmp:
-        engine = FeatureEngine(tmp)
+        engine = _engine(tmp)
         engine.pooled(data, spec, "pool", np.arange(64))  # the same warm-up on our side
         t0 = time.perf_counter()
         feats = engine.pooled(data, spec, "pool", np.arange(2000))[0]

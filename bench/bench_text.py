@@ -75,7 +75,7 @@ def run(argv: list[str] | None = None) -> None:
 
     texts = load_texts(args.dataset, args.n)
     tokenizer = load_tokenizer("minilm_l6", max_length=args.max_length)
-    encoder = build_text_encoder("minilm_l6")
+    encoder = build_text_encoder("minilm_l6", cache_dir=config.cache_dir())
     full = load_tokenizer("minilm_l6", max_length=512).ids(texts)
     lengths = np.array([len(ids) for ids in tokenizer.ids(texts)])
     print(

@@ -60,7 +60,8 @@ def timed_run(cells: list[Any], workers: int, root: Path, decoded: Path) -> tupl
     cache.mkdir(parents=True)
     (cache / "decoded").symlink_to(decoded, target_is_directory=True)
     url = f"sqlite:///{root / f'store-{workers}.db'}"
-    cfg = RunnerConfig(url, str(cache), tuple(str(d) for d in config.data_dirs()))
+    cfg = RunnerConfig(store_url=url, cache_dir=str(cache), data_dirs=tuple(str(d) for d in config.data_dirs()),
+                       keras_home=str(config.keras_home()))
     t0 = time.perf_counter()
     summary = run_local(cells, cfg, workers=workers)
     seconds = time.perf_counter() - t0

@@ -12,6 +12,7 @@ environment become plain values at the edge).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = Path(os.path.expanduser("~")) / ".cache" / "transfer-study"
@@ -40,6 +41,23 @@ def download_dir() -> Path:
 def cache_dir() -> Path:
     """Root of derived, rebuildable files (decoded images, activation cache)."""
     return Path(os.environ.get("TRANSFER_STUDY_CACHE", DEFAULT_HOME / "cache")).expanduser()
+
+
+@dataclass(frozen=True)
+class WeightsDirs:
+    """Where pretrained weights are found: Keras' cache (``keras_home/models``) and the study's own cache, where
+    weights the study converts itself are written when the Keras cache is read-only (as ``../shared/keras`` is).
+
+    Plain data: the entry points make one (``weights_dirs``); the layers below receive it and read no environment.
+    """
+
+    keras_home: Path
+    cache_dir: Path
+
+
+def weights_dirs() -> WeightsDirs:
+    """The environment's ``WeightsDirs`` (``KERAS_HOME``, ``TRANSFER_STUDY_CACHE``): for entry points only."""
+    return WeightsDirs(keras_home(), cache_dir())
 
 
 def keras_home() -> Path:

@@ -83,7 +83,7 @@ def _pretrained_cells(cells: list) -> list:
     return [c for c in cells if c.backbone is not None and get_strategy(c.strategy).pretrained]
 
 
-def _check_inputs(cells: list, data_dirs: list[Path]) -> None:
+def _check_inputs(cells: list, data_dirs: list[Path], weights: config.WeightsDirs) -> None:
     """Data and weights must be reachable before the first cell trains."""
     from study.data import shift
     from study.data.datasets import get_dataset
@@ -93,7 +93,7 @@ def _check_inputs(cells: list, data_dirs: list[Path]) -> None:
     for base in sorted({shift.parse(c.dataset)[0] for c in cells}):
         resolve_root(get_dataset(base), data_dirs)
     for name in sorted({c.backbone for c in _pretrained_cells(cells)}):
-        resolve_weights(get_backbone(name))
+        resolve_weights(get_backbone(name), weights)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -137,14 +137,16 @@ def _run(args: argparse.Namespace) -> int:
     )
     config.check_writable(args.log_dir, "the log folder", "pass --log-dir with a writable folder")
     data_dirs = config.data_dirs()
-    _check_inputs(todo, data_dirs)
+    weights = config.WeightsDirs(config.keras_home(), cache_dir)
+    _check_inputs(todo, data_dirs, weights)
     log_path = setup_logging(args.log_dir)
     from study.engine.executors import RunnerConfig, run_local, run_ray
 
     if not args.no_similarity:
-        _similarity(todo, store, cache_dir, data_dirs)
+        _similarity(todo, store, cache_dir, data_dirs, weights)
     runner_config = RunnerConfig(
-        store.url, str(cache_dir), tuple(str(d) for d in data_dirs), not args.no_latency, args.retry_failed,
+        store_url=store.url, cache_dir=str(cache_dir), data_dirs=tuple(str(d) for d in data_dirs),
+        keras_home=str(weights.keras_home), measure_latency=not args.no_latency, retry_failed=args.retry_failed,
         grid_file=str(args.grid_file) if args.grid_file else None, plugins=tuple(args.plugin),
     )  # fmt: skip
     if args.executor == "ray":
@@ -181,8 +183,11 @@ def _check_budgets(store: object, cells: list) -> None:
     )
 
 
-def _similarity(cells: list, store: object, cache_dir: Path, data_dirs: list[Path]) -> None:
+def _similarity(
+    cells: list, store: object, cache_dir: Path, data_dirs: list[Path], weights: config.WeightsDirs
+) -> None:
     """Domain-similarity scores for every (dataset, pretrained backbone, size) the cells use (cached in the store)."""
+    from study.cache.features import FeatureEngine
     from study.data import catalog as data
     from study.probes.domain import ensure_scores
 
@@ -194,8 +199,9 @@ def _similarity(cells: list, store: object, cache_dir: Path, data_dirs: list[Pat
         ds, bb = by_size.setdefault(c.image_size, (set(), set()))
         ds.add(c.dataset)
         bb.add(c.backbone)
+    engine = FeatureEngine(cache_dir, weights)
     for size, (ds, bb) in sorted(by_size.items()):
-        ensure_scores(store, sorted(ds), sorted(bb), size, cache_dir, load)
+        ensure_scores(store, sorted(ds), sorted(bb), size, engine, load)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,19 @@ def keras_cache() -> Path:
 
 
 @pytest.fixture(scope="session")
+def weights_dirs(keras_cache):
+    """Where the tests' backbones find pretrained weights: ../shared/keras, converted ones in the test cache."""
+    from study.config import WeightsDirs
+
+    return WeightsDirs(keras_cache, Path(os.environ["TRANSFER_STUDY_CACHE"]))
+
+
+@pytest.fixture(scope="session")
+def data_dirs(datapack):
+    return [datapack]
+
+
+@pytest.fixture(scope="session")
 def smoke_store(tmp_path_factory, datapack):
     """One real run of the smoke grid for the whole session: (store URL, the finished process, its folder).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from study.config import WeightsDirs
 from study.errors import StudyError, WeightsUnavailableError
 from study.zoo import backbones as bb
 
@@ -59,13 +60,13 @@ def test_every_boundary_is_an_exact_cut(name):
 
 @pytest.mark.parametrize("name", OFFLINE)
 @pytest.mark.parametrize("size", [96, 128, 224])
-def test_real_imagenet_weights_load_at_any_size(name, size, keras_cache):
+def test_real_imagenet_weights_load_at_any_size(name, size, keras_cache, tmp_path):
     """Our 96/128 px build carries exactly the weights Keras itself loads from the 224 file."""
     import keras
 
     spec = bb.get_backbone(name)
-    assert bb.weights_available(spec, keras_cache)
-    ours = bb.build_backbone(name, size)
+    assert bb.weights_available(spec, WeightsDirs(keras_cache, tmp_path))
+    ours = bb.build_backbone(name, size, dirs=WeightsDirs(keras_cache, tmp_path))
     ctor = getattr(keras.applications, spec.constructor)
     reference = ctor(include_top=False, weights="imagenet", input_shape=(224, 224, 3), **spec.kwargs)
     ours_w, ref_w = ours.get_weights(), reference.get_weights()
@@ -84,7 +85,7 @@ def test_missing_weights_offline_names_file_and_keras_home(tmp_path, monkeypatch
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(WeightsUnavailableError) as err:
-        bb.build_backbone("vgg16", 96, keras_home=tmp_path)
+        bb.build_backbone("vgg16", 96, dirs=WeightsDirs(tmp_path, tmp_path))
     msg = str(err.value)
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in msg
     assert str(tmp_path / "models") in msg and "KERAS_HOME" in msg

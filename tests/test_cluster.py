@@ -31,7 +31,9 @@ def _cheap_cells(sizes=(30, 40, 50, 60)) -> list[Cell]:
 
 
 def _config(url: str, **kw) -> RunnerConfig:
-    return RunnerConfig(url, os.environ["TRANSFER_STUDY_CACHE"], measure_latency=False, **kw)
+    env = os.environ
+    return RunnerConfig(store_url=url, cache_dir=env["TRANSFER_STUDY_CACHE"], data_dirs=(env["TRANSFER_STUDY_DATA"],),
+                        keras_home=env["KERAS_HOME"], measure_latency=False, **kw)  # fmt: skip
 
 
 def test_two_local_workers_run_each_cell_once(tmp_path, datapack):

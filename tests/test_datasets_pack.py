@@ -178,7 +178,7 @@ def test_a_random_split_would_have_leaked(datapack: Path) -> None:
 def runner():
     from study.engine.cell import CellRunner
 
-    return CellRunner(config.cache_dir(), measure_latency=False)
+    return CellRunner(config.cache_dir(), config.data_dirs(), config.weights_dirs(), measure_latency=False)
 
 
 @pytest.mark.parametrize("name", list(NEW))

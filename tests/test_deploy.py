@@ -363,7 +363,7 @@ def test_grid_cell_with_deploy_records_deployment_metrics(tmp_path, datapack, ke
     cell = Cell(dataset="retinamnist", n_images=40, strategy="linear_probe", backbone="mobilenet_075", image_size=32,
                 seed=0, epochs=2, trials=1, augment=False, max_test=60, grid="test", retries=0, deploy=True)
     assert cell.key == replace(cell, deploy=False).key  # not part of the key
-    row = CellRunner(config.cache_dir()).run(cell)
+    row = CellRunner(config.cache_dir(), config.data_dirs(), config.weights_dirs()).run(cell)
     deploy = row["metrics"]["deploy"]
     for key in ("keras", "tflite_float32", "tflite_float16", "tflite_int8"):
         assert deploy[key]["mb"] > 0 and deploy[key]["latency_ms"] > 0 and 0 <= deploy[key]["accuracy"] <= 1

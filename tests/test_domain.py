@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from study.cache.features import FeatureEngine
+from study.config import WeightsDirs, keras_home
 from study.data import shift
 from study.data.catalog import describe, load
 from study.errors import StudyError
@@ -16,7 +17,8 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    return FeatureEngine(tmp_path_factory.mktemp("domain"))
+    folder = tmp_path_factory.mktemp("domain")
+    return FeatureEngine(folder, WeightsDirs(keras_home(), folder))
 
 
 @pytest.fixture(scope="module")

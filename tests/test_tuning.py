@@ -26,7 +26,10 @@ def _cell(strategy: str, trials: int, n: int = 60, retries: int = 2, dataset: st
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory, datapack):
     tmp = tmp_path_factory.mktemp("tuning")
-    return CellRunner(tmp / "cache", tuning_storage=f"sqlite:///{tmp / 'optuna.db'}", measure_latency=False)
+    from study.config import WeightsDirs, data_dirs, keras_home
+
+    return CellRunner(tmp / "cache", data_dirs(), WeightsDirs(keras_home(), tmp / "cache"),
+                      tuning_storage=f"sqlite:///{tmp / 'optuna.db'}", measure_latency=False)  # fmt: skip
 
 
 def test_every_strategy_gets_the_same_trial_budget(runner):

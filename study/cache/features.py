@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from study.cache.activations import ActivationCache, ExtractFn, cache_key
+from study.config import WeightsDirs
 from study.data.cell_data import CellData
 from study.zoo.backbones import BackboneSpec, build_backbone, preprocess_fn, resolve_weights, split_at, weights_checksum
 
@@ -26,8 +27,9 @@ AUGMENT_RECIPE = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "contrast"
 class FeatureEngine:
     """Cached frozen activations for cells, keyed by data content, weights checksum and freeze point."""
 
-    def __init__(self, cache_dir: Path, batch_size: int = 64) -> None:
+    def __init__(self, cache_dir: Path, weights: WeightsDirs, batch_size: int = 64) -> None:
         self.cache = ActivationCache(cache_dir, batch_size=batch_size)
+        self.weights = weights  # where the backbones' pretrained weights are found
         self._extractors: dict[tuple, Any] = {}
         self._backbones: dict[tuple, Any] = {}
 
@@ -45,7 +47,7 @@ class FeatureEngine:
 
         ``via`` (pooled features only): derive missing rows from that layer's cached activations."""
         images = data.pool.images if split == "pool" else data.test.images
-        weights_sha = weights_checksum(resolve_weights(spec))
+        weights_sha = weights_checksum(resolve_weights(spec, self.weights))
         out = []
         for view in range(views):
             key = cache_key(
@@ -109,7 +111,7 @@ class FeatureEngine:
         """One frozen ImageNet backbone per (backbone, size), shared by every extractor cut from it."""
         key = (spec.name, image_size)
         if key not in self._backbones:
-            self._backbones[key] = build_backbone(spec, image_size, weights="imagenet")
+            self._backbones[key] = build_backbone(spec, image_size, weights="imagenet", dirs=self.weights)
         return self._backbones[key]
 
     def _top(self, spec: BackboneSpec, image_size: int, layer: str) -> Any:

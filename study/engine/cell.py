@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from study.cache.features import FeatureEngine
-from study.config import cpu_count
+from study.config import WeightsDirs, cpu_count
 from study.data import catalog as datasets
 from study.data.cell_data import CellData
 from study.data.loaders import LoadedDataset
@@ -50,12 +50,13 @@ class CellRunner:
     def __init__(
         self,
         cache_dir: Path,
-        data_dirs: list[Path] | None = None,
+        data_dirs: list[Path],
+        weights: WeightsDirs,
         tuning_storage: str | None = None,
         measure_latency: bool = True,
         keep_datasets: int = 2,
     ) -> None:
-        self.engine = FeatureEngine(cache_dir)
+        self.engine = FeatureEngine(cache_dir, weights)
         self.cache_dir = Path(cache_dir)
         self.data_dirs = data_dirs
         self.tuning_storage = tuning_storage
@@ -156,7 +157,7 @@ class CellRunner:
         val = classification_metrics(data.y_val, result.val_proba, data.n_classes)
         stats = self.engine.cache.stats
         weights_sha = (
-            weights_checksum(resolve_weights(spec))
+            weights_checksum(resolve_weights(spec, self.engine.weights))
             if uses_backbone and get_strategy(cell.strategy).pretrained
             else None
         )

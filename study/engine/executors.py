@@ -30,7 +30,8 @@ class RunnerConfig:
 
     store_url: str
     cache_dir: str
-    data_dirs: tuple[str, ...] | None = None
+    data_dirs: tuple[str, ...]
+    keras_home: str
     measure_latency: bool = True
     retry_failed: bool = False
     threads: int | None = None  # TF intra-op threads for this worker
@@ -62,10 +63,12 @@ def _make_runner(cfg: RunnerConfig) -> Any:
         from study.engine.grid import load_grids
 
         load_grids(Path(cfg.grid_file))
+    from study.config import WeightsDirs
     from study.engine.cell import CellRunner
 
-    dirs = [Path(d) for d in cfg.data_dirs] if cfg.data_dirs else None
-    return CellRunner(Path(cfg.cache_dir), dirs, tuning_storage=cfg.store_url, measure_latency=cfg.measure_latency)
+    weights = WeightsDirs(Path(cfg.keras_home), Path(cfg.cache_dir))
+    return CellRunner(Path(cfg.cache_dir), [Path(d) for d in cfg.data_dirs], weights, tuning_storage=cfg.store_url,
+                      measure_latency=cfg.measure_latency)  # fmt: skip
 
 
 def run_local(cells: list[Cell], cfg: RunnerConfig, workers: int = 1, progress: bool = True) -> SweepSummary:

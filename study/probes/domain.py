@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,7 +76,8 @@ def score_key(backbone: str, size: int) -> str:
 
 
 def ensure_scores(
-    store: Any, datasets: list[str], backbones: list[str], size: int, cache_dir: Path, load: Any, progress: bool = True
+    store: Any, datasets: list[str], backbones: list[str], size: int, engine: FeatureEngine, load: Any,
+    progress: bool = True,
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Measure (and store) the scores that the store lacks; return every requested (dataset, backbone)."""
     from tqdm import tqdm
@@ -86,7 +86,6 @@ def ensure_scores(
 
     known = {row["name"]: row.get("similarity") or {} for row in store.datasets()}
     todo = [(d, b) for d in datasets for b in backbones if score_key(b, size) not in known.get(d, {})]
-    engine = FeatureEngine(cache_dir)
     for d, b in tqdm(todo, desc="domain similarity", unit="dataset", disable=not progress or not todo):
         try:
             scores = measure(load(d, size), b, size, engine, load)

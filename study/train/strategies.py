@@ -253,7 +253,9 @@ def run_feature_extraction(data: CellData, spec: BackboneSpec, cfg: TrainConfig,
         phase.curves,
         phase.train_seconds,
         int(phase.weights.kernel.size + phase.weights.bias.size),
-        lambda: deployable(spec, _frozen(build_backbone(spec, data.image_size)), phase.head, data.image_size),
+        lambda: deployable(
+            spec, _frozen(build_backbone(spec, data.image_size, dirs=engine.weights)), phase.head, data.image_size
+        ),
         {"views": _views(cfg), "freeze_point": POOLED},
     )
 
@@ -271,7 +273,7 @@ def run_fine_tune_top(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engi
     aval = engine.activations(data, spec, layer, "pool", data.val_idx)[0]
     atest = engine.activations(data, spec, layer, "test", data.test_idx)[0]
 
-    backbone = build_backbone(spec, data.image_size)
+    backbone = build_backbone(spec, data.image_size, dirs=engine.weights)
     prefix, top = split_at(backbone, layer)
     prefix.trainable = False
     unfreeze(top)
@@ -356,7 +358,7 @@ def run_full_fine_tune(data: CellData, spec: BackboneSpec, cfg: TrainConfig, eng
     _seed(cfg)
     before = engine.cache.stats.extract_seconds
     phase = _train_head(data, spec, cfg, engine)
-    backbone = unfreeze(build_backbone(spec, data.image_size))
+    backbone = unfreeze(build_backbone(spec, data.image_size, dirs=engine.weights))
     inp = keras.Input(shape=(data.image_size, data.image_size, 3))
     x = backbone(inp, training=False)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -494,7 +496,8 @@ def run_linear_probe(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engin
         dense.build((None, ftr.shape[1]))
         dense.set_weights([(w / sd).T.astype("float32"), (b - (scaler.mean_ / sd) @ w.T).astype("float32")])
         head = keras.Sequential([dense], name="head")
-        return deployable(spec, _frozen(build_backbone(spec, data.image_size)), head, data.image_size)
+        backbone = _frozen(build_backbone(spec, data.image_size, dirs=engine.weights))
+        return deployable(spec, backbone, head, data.image_size)
 
     return _finish(
         data,

