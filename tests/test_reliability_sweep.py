@@ -75,7 +75,7 @@ def test_ctrl_c_and_sigterm_lose_no_cell_and_train_none_twice(tmp_path, datapack
             "--sizes", "30,40", "--plugin", "pause_once", "--workers", str(workers), "--store", f"sqlite:///{db}",
             "--log-dir", str(tmp_path / "logs"), *CHEAP]  # fmt: skip
     completed: dict[str, dict] = {}
-    paused = "retinamnist[n=30]/pause_once/none/s32/e=2/t=1/seed=0"  # the first pause_once cell of the list
+    paused = "retinamnist[n=30]/pause_once/mobilenet_v2/s32/e=2/t=1/seed=0"  # the first pause_once cell of the list
     for run, (sig, need) in enumerate([(signal.SIGINT, 1), (signal.SIGTERM, 0)]):
         pause_dir = tmp_path / f"pause{run}"  # pause_once pauses once per folder: once per run here
         pause_dir.mkdir()

@@ -29,6 +29,6 @@ if "pause_once" not in strategies.STRATEGIES:
     strategies.register_strategy(
         strategies.Strategy(
             name="pause_once", pretrained=True, recipe="linear_probe after a pause", run=_pause_once,
-            uses_backbone=False,
+            params=("linear_c",), freeze_level=3,
         )  # fmt: skip
     )
