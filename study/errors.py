@@ -20,6 +20,15 @@ class DatasetUnavailableError(StudyError):
     """A dataset is neither on disk nor downloadable."""
 
 
+def plural(noun: str) -> str:
+    """English plural of a registry kind: strategy -> strategies, grid -> grids, status -> statuses."""
+    if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u", ""):
+        return noun[:-1] + "ies"
+    if noun.endswith(("s", "x", "z", "ch", "sh")):
+        return noun + "es"
+    return noun + "s"
+
+
 def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> StudyError:
     """The error for a registry miss, listing what exists (as timm and Keras do)."""
-    return StudyError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known))}")
+    return StudyError(f"unknown {kind} {name!r}; known {plural(kind)}: {', '.join(sorted(known))}")

@@ -1,13 +1,16 @@
 """``python -m study.run --grid NAME``: run a grid of the study into the results store.
 
 Flags become plain values here and nowhere else (lower layers take arguments, not flags or environment).
-Everything a user can get wrong (grid name, axis values, store URL, missing data or weights) is checked
-before the first cell trains, and reported as one line on stderr with exit status 2.
+Everything a user can get wrong (grid name, axis values, store URL, missing data or weights, a broken image
+folder, a dataset changed under results already stored) is checked before the first cell trains, and reported
+as one line on stderr with exit status 2; a store file is created only once those checks pass. Ctrl-C or
+SIGTERM stops the sweep with one line and exit status 130; the cells in flight are pending again.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -65,15 +68,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
+
+
+class Interrupted(Exception):
+    """The sweep was stopped by SIGINT/SIGTERM after ``done`` cells of this run completed."""
+
+    def __init__(self, done: int) -> None:
+        super().__init__(done)
+        self.done = done
+
+
 def main(argv: list[str] | None = None) -> int:
+    from study.engine.sweep import stop_on_signals
+
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --dry-run | head` ends quietly
     args = build_parser().parse_args(argv)
     quiet_tensorflow(args.verbose)  # before anything imports TensorFlow (workers inherit the choice)
+    logging.getLogger("study").addHandler(logging.NullHandler())  # records go to the log file, not the console
+    stop_on_signals()
     try:
         return _run(args)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (Interrupted, KeyboardInterrupt) as exc:
+        done = exc.done if isinstance(exc, Interrupted) else 0
+        print(f"interrupted: {done} cells done, rerun the same command to go on", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 def _pretrained_cells(cells: list) -> list:
@@ -83,9 +105,13 @@ def _pretrained_cells(cells: list) -> list:
     return [c for c in cells if c.backbone is not None and get_strategy(c.strategy).pretrained]
 
 
-def _check_inputs(cells: list, data_dirs: list[Path], weights: config.WeightsDirs) -> None:
-    """Data and weights must be reachable before the first cell trains."""
+def _check_inputs(cells: list, data_dirs: list[Path], weights: config.WeightsDirs, cache_dir: Path) -> list[str]:
+    """Data, weights and the user's own image folders must be usable before the first cell trains.
+
+    Returns warnings (unreadable images skipped in a folder) for the caller to print.
+    """
     from study.data import shift
+    from study.data.checks import check_folders
     from study.data.datasets import get_dataset
     from study.data.loaders import resolve_root
     from study.zoo.backbones import get_backbone, resolve_weights
@@ -94,12 +120,16 @@ def _check_inputs(cells: list, data_dirs: list[Path], weights: config.WeightsDir
         resolve_root(get_dataset(base), data_dirs)
     for name in sorted({c.backbone for c in _pretrained_cells(cells)}):
         resolve_weights(get_backbone(name), weights)
+    needs: dict[tuple[str, int], set[int]] = {}
+    for c in cells:
+        needs.setdefault((shift.parse(c.dataset)[0], c.image_size), set()).add(c.n_images)
+    return check_folders(needs, data_dirs, cache_dir)
 
 
 def _run(args: argparse.Namespace) -> int:
     from study.engine.executors import load_plugins as _load_plugins
     from study.engine.grid import expand, get_grid
-    from study.engine.store import ResultsStore, default_url
+    from study.engine.store import ResultsStore, default_url, store_exists
     from study.engine.sweep import estimate_seconds, history_rates, setup_logging
 
     _load_plugins(args.plugin)
@@ -110,16 +140,19 @@ def _run(args: argparse.Namespace) -> int:
     cells, skipped = expand(grid)
     if not cells:
         raise StudyError(f"grid {grid.name!r} has no runnable cells ({len(skipped)} skipped); check --sizes")
-    store = ResultsStore(args.store or default_url())
+    url = args.store or default_url(create=False)
+    # An existing store is opened now; a new one only once every check below has passed (no empty file left).
+    store = ResultsStore(url) if store_exists(url) else None
     _check_budgets(store, cells)
-    done = store.finished_keys()
+    done = store.finished_keys() if store else set()
     todo = [c for c in cells if c.key not in done]
-    rates = history_rates(store)
+    rates = history_rates(store) if store else {}
     eta = sum(estimate_seconds(c, rates) for c in todo)
+    shown = store.display_url if store else url
     print(
         f"grid {grid.name}: {len(cells)} cells ({len(cells) - len(todo)} already complete, {len(skipped)} skipped), "
         f"estimated {eta / 60:.0f} min of cell time on this machine (one worker; `make bench-workers` measures what "
-        f"more workers save); store {store.display_url}"
+        f"more workers save); store {shown}"
     )
     if args.dry_run:
         for c in cells:
@@ -138,8 +171,18 @@ def _run(args: argparse.Namespace) -> int:
     config.check_writable(args.log_dir, "the log folder", "pass --log-dir with a writable folder")
     data_dirs = config.data_dirs()
     weights = config.WeightsDirs(config.keras_home(), cache_dir)
-    _check_inputs(todo, data_dirs, weights)
+    warnings = _check_inputs(todo, data_dirs, weights, cache_dir)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if store is not None:
+        _check_fingerprints(store, cells, data_dirs)
+        _hint_failed(store, todo, args.retry_failed)
+    else:
+        store = ResultsStore(args.store or default_url())
+    store.check_writable()
     log_path = setup_logging(args.log_dir)
+    for warning in warnings:
+        logging.getLogger("study.run").warning(warning)
     from study.engine.executors import RunnerConfig, run_local, run_ray
 
     if not args.no_similarity:
@@ -147,12 +190,14 @@ def _run(args: argparse.Namespace) -> int:
     runner_config = RunnerConfig(
         store_url=store.url, cache_dir=str(cache_dir), data_dirs=tuple(str(d) for d in data_dirs),
         keras_home=str(weights.keras_home), measure_latency=not args.no_latency, retry_failed=args.retry_failed,
-        grid_file=str(args.grid_file) if args.grid_file else None, plugins=tuple(args.plugin),
+        grid_file=str(args.grid_file) if args.grid_file else None, plugins=tuple(args.plugin), log_file=str(log_path),
     )  # fmt: skip
     if args.executor == "ray":
         summary = run_ray(todo, runner_config, args.address, args.cpus_per_cell, args.gpus_per_cell)
     else:
         summary = run_local(todo, runner_config, workers=args.workers)
+    if summary.interrupted:
+        raise Interrupted(summary.complete)
     print(
         f"finished in {summary.seconds / 60:.1f} min: {summary.complete} complete, {summary.failed} failed, "
         f"{summary.skipped} skipped (already done or held by another sweep)"
@@ -166,13 +211,13 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _check_budgets(store: object, cells: list) -> None:
+def _check_budgets(store: object | None, cells: list) -> None:
     """Refuse, before training, cells whose comparison the store already holds under another training budget."""
     import pandas as pd
 
     from study.analysis.stats import check_one_budget
 
-    held = store.to_frame()  # type: ignore[attr-defined]
+    held = store.to_frame() if store is not None else pd.DataFrame()  # type: ignore[attr-defined]
     if not held.empty:
         held = held[held["status"].isin(["complete", "running"])]
     planned = pd.DataFrame([c.store_fields() for c in cells])
@@ -181,6 +226,44 @@ def _check_budgets(store: object, cells: list) -> None:
         "Sweep a different --trials/--epochs into its own --store (e.g. sqlite:///results/tuned.db), or keep the "
         "store's budget.",
     )
+
+
+def _check_fingerprints(store: object, cells: list, data_dirs: list[Path]) -> None:
+    """Refuse a sweep whose dataset's data changed under results the store already holds for that name.
+
+    A cell is "the same cell" only on the same data: the rows' ``provenance.data_checksum`` must equal the
+    data's fingerprint now (cell keys stay as they are, so the committed reference keys remain valid).
+    """
+    from study.data.catalog import fingerprint
+
+    frame = store.to_frame(status="complete")  # type: ignore[attr-defined]
+    if frame.empty:
+        return
+    frame = frame[frame["dataset"].isin({c.dataset for c in cells})]
+    for name, rows in frame.groupby("dataset"):
+        stored = {p.get("data_checksum") for p in rows["provenance"] if isinstance(p, dict)} - {None}
+        now = fingerprint(str(name), data_dirs) if stored else None
+        if now is not None and stored != {now}:
+            old = ", ".join(sorted(s[:12] for s in stored))
+            raise StudyError(
+                f"dataset {name!r} is not the data that {len(rows)} complete cells in {store.display_url} were "  # type: ignore[attr-defined]
+                f"trained on (data fingerprint {old} then, {now[:12]} now); to keep both, register the new data "
+                "under another name in the grid file, or sweep into another --store"
+            )
+
+
+def _hint_failed(store: object, todo: list, retry_failed: bool) -> None:
+    """Failed cells are not rerun unless asked; say so in one line rather than report them as just 'skipped'."""
+    if retry_failed:
+        return
+    keys = {c.key for c in todo}
+    failed = [r for r in store.rows(status="failed") if r["cell_key"] in keys]  # type: ignore[attr-defined]
+    if failed:
+        first = str(failed[0].get("error") or "").splitlines()[0][:160] if failed[0].get("error") else "no error"
+        print(
+            f"note: {len(failed)} cells failed in an earlier run and are skipped (first: {failed[0]['cell_key']}: "
+            f"{first}); once the cause is fixed, add --retry-failed to rerun them"
+        )
 
 
 def _similarity(

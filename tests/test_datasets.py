@@ -372,14 +372,14 @@ def test_bad_image_folders(tmp_path: Path) -> None:
     _img(corrupt / "a" / "ok.jpg")
     (corrupt / "b").mkdir()
     (corrupt / "b" / "bad.jpg").write_bytes(b"this is not a jpeg at all")
-    msg = _one_line_error(_folder_spec(corrupt), tmp_path, "cannot read image")
-    assert str(corrupt / "b" / "bad.jpg") in msg and "delete or replace" in msg
+    msg = _one_line_error(_folder_spec(corrupt), tmp_path, "1 of 2 images in .* cannot be read")  # 50 %: too many
+    assert str(corrupt) in msg and "b/bad.jpg" in msg and "delete or replace" in msg
 
     truncated = tmp_path / "truncated"
     _img(truncated / "a" / "ok.jpg")
     whole = _img(truncated / "b" / "cut.jpg", "RGB", (300, 200)).read_bytes()
     (truncated / "b" / "cut.jpg").write_bytes(whole[: len(whole) // 3])
-    assert str(truncated / "b" / "cut.jpg") in _one_line_error(_folder_spec(truncated), tmp_path, "cannot read image")
+    assert "(b/cut.jpg: " in _one_line_error(_folder_spec(truncated), tmp_path, "cannot be read")
 
     stray = tmp_path / "stray"
     _img(stray / "a" / "1.jpg")

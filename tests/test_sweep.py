@@ -113,28 +113,37 @@ def _corrupt_folder(root: Path) -> None:
 
 
 def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, datapack):
+    """A cell that raises is stored as failed and the others run; a handful of unreadable images is only skipped."""
     _corrupt_folder(tmp_path / "mine")
     grid_file = tmp_path / "grids.toml"
     grid_file.write_text(
         '[datasets.mine]\npath = "mine"\ndomain = "medical"\n\n'
         "[grids.mixed]\n"
-        'datasets = ["mine", "retinamnist"]\nsizes = [20]\nstrategies = ["linear_probe"]\n'
+        'datasets = ["mine", "retinamnist"]\nsizes = [16]\nstrategies = ["linear_probe", "always_fails"]\n'
         'backbones = ["mobilenet_v2"]\nseeds = [0]\nimage_size = 32\nepochs = 2\nmax_test = 50\n'
     )
     url = f"sqlite:///{tmp_path / 'f.db'}"
     args = ["--grid", "mixed", "--grid-file", str(grid_file), "--store", url, "--log-dir", str(tmp_path),
-            "--no-latency"]  # fmt: skip
-    proc = study_run(*args)
-    assert proc.returncode == 1
-    frame = ResultsStore(url).to_frame().set_index("dataset")
-    assert frame.loc["retinamnist", "status"] == "complete"
-    assert frame.loc["mine", "status"] == "failed" and "broken.jpg" in frame.loc["mine", "error"]
-    assert "failed mine[n=20]" in proc.stdout
-    again = study_run(*args)  # failed cells are skipped unless asked
-    assert "1 skipped" in again.stdout
-    retry = study_run(*args, "--retry-failed")
-    assert "1 failed" in retry.stdout
-    assert int(ResultsStore(url).to_frame().set_index("dataset").loc["mine", "attempts"]) == 2
+            "--no-latency", "--plugin", "always_fails"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), str(REPO)])}
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "study.run", *args, *extra], cwd=REPO, capture_output=True,
+                              text=True, timeout=600, env=env)  # fmt: skip
+
+    proc = run()
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "warning: dataset 'mine': 1 unreadable images skipped (a/broken.jpg)" in proc.stderr
+    frame = ResultsStore(url).to_frame().set_index(["dataset", "strategy"])
+    assert (frame.xs("linear_probe", level="strategy")["status"] == "complete").all()
+    failed = frame.xs("always_fails", level="strategy")
+    assert (failed["status"] == "failed").all() and failed["error"].str.contains("always_fails was asked").all()
+    assert "failed mine[n=16]/always_fails" in proc.stdout
+    again = run()  # failed cells are skipped unless asked, and the run says so
+    assert "2 skipped" in again.stdout and "note: 2 cells failed in an earlier run" in again.stdout
+    retry = run("--retry-failed")
+    assert "2 failed" in retry.stdout
+    assert (ResultsStore(url).to_frame().set_index("strategy").loc["always_fails", "attempts"] == 2).all()
 
 
 @pytest.mark.parametrize(

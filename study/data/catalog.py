@@ -12,7 +12,7 @@ from pathlib import Path
 
 from study.data import shift as shifts
 from study.data.datasets import get_dataset
-from study.data.loaders import ImageSet, LoadedDataset, load_dataset
+from study.data.loaders import ImageSet, LoadedDataset, fingerprint_dataset, load_dataset
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,25 @@ def load(
     ds = load_dataset(base, image_size, data_dirs, cache_dir, allow_download=allow_download)
     if shift is None:
         return ds
-    fingerprint = hashlib.sha256(f"{ds.source_checksum}|{shift.name}|v{shifts.VERSION}".encode()).hexdigest()
+    checksum = _shifted(ds.source_checksum, shift.name)
 
     def moved(s: ImageSet) -> ImageSet:
         return ImageSet(shifts.apply(shift, s.images), s.labels, s.ids, s.groups)
 
     return replace(
-        ds, name=name, domain=shifts.SHIFT_DOMAIN, pool=moved(ds.pool), test=moved(ds.test), source_checksum=fingerprint
+        ds, name=name, domain=shifts.SHIFT_DOMAIN, pool=moved(ds.pool), test=moved(ds.test), source_checksum=checksum
     )
+
+
+def _shifted(base_checksum: str, shift: str) -> str:
+    return hashlib.sha256(f"{base_checksum}|{shift}|v{shifts.VERSION}".encode()).hexdigest()
+
+
+def fingerprint(name: str, data_dirs: list[Path]) -> str | None:
+    """The ``source_checksum`` that ``load(name, ...)`` would give (what a cell's provenance records as
+    ``data_checksum``), from file listings and checksums only; None when the data is not on disk."""
+    base, shift = shifts.parse(name)
+    checksum = fingerprint_dataset(get_dataset(base), data_dirs)
+    if checksum is None or shift is None:
+        return checksum
+    return _shifted(checksum, shift.name)

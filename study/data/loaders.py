@@ -12,7 +12,11 @@ and size, or the bytes of an npz/IDX file) and the loader version, so a changed 
 reads a stale cache. The cache folder is written under a temporary name and renamed, so a killed process
 never leaves a half-written cache that a later run would trust.
 
-Every input problem is a one-line ``StudyError`` naming the file and the fix. numpy + Pillow only.
+Every input problem is a one-line ``StudyError`` naming the file and the fix. One exception, so that a stray
+broken photo does not sink a whole folder: an image folder with a handful of unreadable images (at most
+``UNREADABLE_SKIP_MAX`` files and ``UNREADABLE_SKIP_SHARE`` of the folder: 0-byte, truncated, not really an
+image) loads without them, with a warning in the log and their names in ``LoadedDataset.skipped``; more than
+that is an error naming the first few. numpy + Pillow only.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -28,7 +33,7 @@ import time
 import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +50,11 @@ LOADER_VERSION = "1"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 #: Files that operating systems drop into folders; skipped like hidden files.
 IGNORED_FILES = frozenset({"thumbs.db", "desktop.ini"})
+#: An image folder may hold this many unreadable images, and at most this share of its files; they are skipped.
+UNREADABLE_SKIP_MAX = 5
+UNREADABLE_SKIP_SHARE = 0.10
+
+log = logging.getLogger("study.data.loaders")
 
 
 IMAGE_SIZES = (8, 1024)
@@ -85,6 +95,7 @@ class LoadedDataset:
     test: ImageSet
     source_checksum: str
     spec: DatasetSpec | None = None
+    skipped: tuple[str, ...] = ()  # unreadable images left out (paths relative to the folder)
 
     @property
     def n_classes(self) -> int:
@@ -167,6 +178,7 @@ class Scan:
     class_names: list[str]
     fingerprint: str
     decode: Callable[[int], Decoded]
+    skipped: list[str] = field(default_factory=list)  # filled by decode: unreadable images it left out
 
 
 def _is_ignored(name: str) -> bool:
@@ -241,22 +253,53 @@ def _scan_image_folder(spec: DatasetSpec, root: Path) -> Scan:
 
     def decode(size: int) -> Decoded:
         out: Decoded = {}
+        bad: dict[str, str] = {}  # relative path -> why it cannot be read
         with ThreadPoolExecutor(max_workers=_workers()) as pool:
             for part, entries in listing.items():
                 images = np.empty((len(entries), size, size, 3), dtype=np.uint8)
+                ok = np.ones(len(entries), dtype=bool)
 
                 def work(
-                    start: int, entries: list[tuple[str, int, int]] = entries, images: np.ndarray = images
+                    start: int,
+                    entries: list[tuple[str, int, int]] = entries,
+                    images: np.ndarray = images,
+                    ok: np.ndarray = ok,
                 ) -> None:
                     for i in range(start, min(start + 64, len(entries))):
-                        images[i] = decode_image(root / entries[i][0], size)
+                        try:
+                            images[i] = decode_image(root / entries[i][0], size)
+                        except StudyError as exc:
+                            ok[i] = False
+                            path = str(root / entries[i][0])
+                            why = str(exc).removeprefix(f"cannot read image {path}: ").split("; delete or replace")[0]
+                            bad[entries[i][0]] = why.replace(f"'{path}'", "").replace(path, "").strip() or "unreadable"
 
                 list(pool.map(work, range(0, len(entries), 64)))
-                labels = np.array([e[2] for e in entries], dtype=np.int64)
-                out[part] = (images, labels, [e[0] for e in entries])
+                keep = np.flatnonzero(ok)
+                labels = np.array([e[2] for e in entries], dtype=np.int64)[keep]
+                out[part] = (images if ok.all() else images[keep], labels, [entries[i][0] for i in keep])
+        scan.skipped[:] = _allow_unreadable(spec.name, root, bad, sum(len(e) for e in listing.values()))
         return out
 
-    return Scan(classes, h.hexdigest(), decode)
+    scan = Scan(classes, h.hexdigest(), decode)
+    return scan
+
+
+def _allow_unreadable(dataset: str, root: Path, bad: dict[str, str], total: int) -> list[str]:
+    """The unreadable images to skip (a handful, logged), or a one-line error naming the first few (too many)."""
+    if not bad:
+        return []
+    names = sorted(bad)
+    if len(names) <= UNREADABLE_SKIP_MAX and len(names) <= UNREADABLE_SKIP_SHARE * total:
+        log.warning("dataset %r: skipped %d unreadable images in %s: %s", dataset, len(names), root, ", ".join(names))
+        return names
+    more = f"; also {', '.join(names[1:4])}{' ...' if len(names) > 4 else ''}" if len(names) > 1 else ""
+    raise StudyError(
+        f"dataset {dataset!r}: {len(names)} of {total} images in {root} cannot be read ({names[0]}: "
+        f"{bad[names[0]]}{more}); delete or "
+        f"replace them (up to {UNREADABLE_SKIP_MAX} unreadable images, at most {UNREADABLE_SKIP_SHARE:.0%} of a "
+        "folder, are skipped with a warning)"
+    )
 
 
 def _file_sha256(path: Path) -> str:
@@ -405,7 +448,7 @@ def _cache_key(spec: DatasetSpec, fingerprint: str) -> str:
     return h
 
 
-def _read_cache(folder: Path, parts: Sequence[str]) -> tuple[list[str], Decoded] | None:
+def _read_cache(folder: Path, parts: Sequence[str]) -> tuple[list[str], Decoded, list[str]] | None:
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         return None
@@ -419,12 +462,14 @@ def _read_cache(folder: Path, parts: Sequence[str]) -> tuple[list[str], Decoded]
             labels = np.load(folder / f"part{i}_labels.npy", allow_pickle=False)
             ids = json.loads((folder / f"part{i}_ids.json").read_text())
             out[part] = (images, labels, ids)
-        return list(meta["class_names"]), out
+        return list(meta["class_names"]), out, list(meta.get("skipped", []))
     except (OSError, ValueError, KeyError):
         return None  # unreadable cache: rebuild it
 
 
-def _write_cache(folder: Path, parts: Sequence[str], class_names: list[str], decoded: Decoded, source: str) -> None:
+def _write_cache(
+    folder: Path, parts: Sequence[str], class_names: list[str], decoded: Decoded, source: str, skipped: list[str]
+) -> None:
     """Write to a temporary sibling, then rename: readers see a complete cache folder or none."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     _sweep_stale(folder.parent)
@@ -435,7 +480,8 @@ def _write_cache(folder: Path, parts: Sequence[str], class_names: list[str], dec
             np.save(tmp / f"part{i}_images.npy", images, allow_pickle=False)
             np.save(tmp / f"part{i}_labels.npy", labels, allow_pickle=False)
             (tmp / f"part{i}_ids.json").write_text(json.dumps(ids))
-        meta = {"parts": list(parts), "class_names": class_names, "source": source, "loader": LOADER_VERSION}
+        meta = {"parts": list(parts), "class_names": class_names, "source": source, "loader": LOADER_VERSION,
+                "skipped": skipped}  # fmt: skip
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
             os.rename(tmp, folder)
@@ -544,13 +590,17 @@ def load_dataset(
     if use_cache:
         cached = _read_cache(folder, parts)
     if cached is not None:
-        class_names, decoded = cached
+        class_names, decoded, skipped = cached
+        if skipped:
+            log.info("dataset %r: %d unreadable images in %s are skipped: %s", spec.name, len(skipped), root,
+                        ", ".join(skipped))  # fmt: skip
     else:
         class_names, decoded = scan.class_names, scan.decode(size)
+        skipped = list(scan.skipped)
         if use_cache:
             # a read-only or full cache disk must not stop the study; it only costs speed
             with contextlib.suppress(OSError):
-                _write_cache(folder, parts, class_names, decoded, str(root))
+                _write_cache(folder, parts, class_names, decoded, str(root), skipped)
     if spec.test_split == "official":
         pool = _concat(decoded, spec.pool_parts, size)
         test = _concat(decoded, [str(spec.test_part)], size)
@@ -577,4 +627,18 @@ def load_dataset(
         test=test,
         source_checksum=checksum,
         spec=spec,
+        skipped=tuple(skipped),
     )
+
+
+def fingerprint_dataset(spec: DatasetSpec, data_dirs: list[Path]) -> str | None:
+    """The content fingerprint ``load_dataset`` gives as ``source_checksum``, without decoding anything.
+
+    None when the dataset is not on disk (nothing is downloaded for a fingerprint).
+    """
+    from study.data.download import locate
+
+    root = locate(spec, list(data_dirs))
+    if root is None:
+        return None
+    return _cache_key(spec, READERS[spec.format](spec, root).fingerprint)

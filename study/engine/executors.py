@@ -3,6 +3,9 @@
 - ``local`` (default): ``workers`` processes on this machine. Each builds its own runner and store connection
   and walks the same ordered cell list; the store's claims make every cell run exactly once, so workers need
   no coordination of their own. CPU threads are split between workers (TF intra-op threads = cores/workers).
+  Each worker talks to the parent over one pipe (its summary back, "stop" forward; no semaphores, so nothing
+  can leak): on SIGINT/SIGTERM the parent asks every worker to stop and interrupts its cell in flight, and each
+  worker releases its claim and reports, so an interrupted sweep loses nothing and prints no traceback.
 - ``ray``: each cell a Ray task with resource requests (``num_cpus``, ``num_gpus``); workers resolve data and
   weights from their own data directory settings (a shared file system on a cluster) and write through the
   same store, so rows are written once per cell whoever runs it; Ray retries a task whose worker died, and the
@@ -13,15 +16,23 @@ Every executor returns the same ``SweepSummary``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing as mp
+import os
+import signal
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from study.config import cpu_count
 from study.engine.grid import Cell
-from study.engine.sweep import SweepSummary, run_cells
+from study.engine.sweep import STOP_SIGNALS, SweepSummary, log_to_file, run_cells, stop_on_signals
+
+log = logging.getLogger("study.engine.executors")
+STOP_GRACE_SECONDS = 120.0  # after a stop request, how long a worker may take to release its cell and report
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,7 @@ class RunnerConfig:
     threads: int | None = None  # TF intra-op threads for this worker
     grid_file: str | None = None  # re-registers the grid file's own datasets in the worker
     plugins: tuple[str, ...] = ()  # modules imported in every worker (they register datasets, strategies...)
+    log_file: str | None = None  # the sweep's log file, which local worker processes append to
 
 
 def load_plugins(modules: tuple[str, ...] | list[str]) -> None:
@@ -72,7 +84,11 @@ def _make_runner(cfg: RunnerConfig) -> Any:
 
 
 def run_local(cells: list[Cell], cfg: RunnerConfig, workers: int = 1, progress: bool = True) -> SweepSummary:
-    """Run in this process (``workers=1``) or in ``workers`` spawned processes sharing the store."""
+    """Run in this process (``workers=1``) or in ``workers`` spawned processes sharing the store.
+
+    Returns with ``interrupted`` set when SIGINT/SIGTERM (``stop_on_signals``) stopped the sweep; the cells in
+    flight are then pending again in the store.
+    """
     from study.engine.store import ResultsStore
 
     if workers <= 1:
@@ -82,22 +98,66 @@ def run_local(cells: list[Cell], cfg: RunnerConfig, workers: int = 1, progress: 
     cfg = RunnerConfig(**{**asdict(cfg), "threads": per_worker})
     ctx = mp.get_context("spawn")
     t0 = time.perf_counter()
-    with ctx.Pool(workers) as pool:
-        results = [pool.apply_async(_worker, ([asdict(c) for c in cells], asdict(cfg))) for _ in range(workers)]
-        _watch(results, cells, ResultsStore(cfg.store_url), progress)
-        summaries = [r.get() for r in results]
+    procs: list[tuple[Any, Any]] = []
+    reports: dict[int, Any] = {}  # worker index -> its SweepSummary, the exception that stopped it, or None
     total = SweepSummary()
-    for s in summaries:
-        total.complete += s.complete
-        total.failed += s.failed
-        total.failures += s.failures
+    try:
+        with _signals_blocked():  # children start with the stop signals blocked until their handlers are in place
+            for i in range(workers):
+                here, there = ctx.Pipe()
+                proc = ctx.Process(target=_worker, args=([asdict(c) for c in cells], asdict(cfg), there),
+                                   name=f"study-worker-{i}")  # fmt: skip
+                proc.start()
+                there.close()
+                procs.append((proc, here))
+        _collect(procs, reports, cells, ResultsStore(cfg.store_url), progress)
+    except KeyboardInterrupt:
+        total.interrupted = True
+        _stop_workers(procs, reports)
+    for proc, conn in procs:
+        proc.join()
+        conn.close()
+    for i, (proc, _) in enumerate(procs):
+        report = reports.get(i)
+        if isinstance(report, BaseException):
+            raise report  # the worker could not start (a plugin or grid file error): the user's one-line error
+        if report is None:
+            total.failed += 1
+            total.failures.append((proc.name, f"worker process died (exit code {proc.exitcode}); its cell is "
+                                              "claimable again: rerun the same command"))  # fmt: skip
+            continue
+        total.complete += report.complete
+        total.failed += report.failed
+        total.failures += report.failures
+        total.interrupted |= report.interrupted
     total.skipped = len(cells) - total.complete - total.failed
     total.seconds = time.perf_counter() - t0
     return total
 
 
-def _watch(results: list, cells: list[Cell], store: Any, progress: bool) -> None:
-    """A progress bar over this sweep's cells, fed by the store (the workers report nothing else)."""
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back (delivered when the block ends): a stop must not cut a message or a start in two."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _receive(conn: Any) -> Any:
+    """A worker's report (its SweepSummary or the exception that stopped it); None when it died without one."""
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
+
+
+def _collect(procs: list[tuple[Any, Any]], reports: dict[int, Any], cells: list[Cell], store: Any,
+             progress: bool) -> None:  # fmt: skip
+    """Wait for every worker's report into ``reports``, with a progress bar over the cells fed by the store."""
+    from multiprocessing.connection import wait
+
     from tqdm import tqdm
 
     def finished() -> int:
@@ -106,18 +166,76 @@ def _watch(results: list, cells: list[Cell], store: Any, progress: bool) -> None
 
     start = finished()
     with tqdm(total=len(cells), unit="cell", disable=not progress, dynamic_ncols=True) as bar:
-        while not all(r.ready() for r in results):
-            time.sleep(2.0)
+        while len(reports) < len(procs):
+            ready = wait([c for i, (_, c) in enumerate(procs) if i not in reports], timeout=2.0)
+            for i, (_, conn) in enumerate(procs):
+                if conn in ready:
+                    with _signals_blocked():
+                        reports[i] = _receive(conn)
             bar.update(min(len(cells), finished() - start) - bar.n)
 
 
-def _worker(cells: list[dict], cfg: dict) -> SweepSummary:
-    from study.engine.store import ResultsStore
+def _stop_workers(procs: list[tuple[Any, Any]], reports: dict[int, Any]) -> None:
+    """Ask every worker still running to stop (a message checked before each claim, SIGINT for its cell)."""
+    from multiprocessing.connection import wait
 
-    config = RunnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
-    runner = _make_runner(config)
-    return run_cells([Cell(**c) for c in cells], ResultsStore(config.store_url), runner.run, config.retry_failed,
-                     progress=False)  # fmt: skip
+    pipe = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a worker that just exited: EPIPE, not death by SIGPIPE
+    try:
+        for i, (proc, conn) in enumerate(procs):
+            if i in reports:
+                continue
+            with contextlib.suppress(OSError):
+                conn.send("stop")
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGPIPE, pipe)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while len(reports) < len(procs) and time.monotonic() < deadline:
+        ready = wait([c for i, (_, c) in enumerate(procs) if i not in reports], timeout=1.0)
+        for i, (_, conn) in enumerate(procs):
+            if conn in ready:
+                reports[i] = _receive(conn)
+    for i, (proc, _) in enumerate(procs):
+        if i not in reports:  # stuck: its claim is taken over as a dead worker's on the next run
+            log.warning("worker %s did not stop within %.0f s; killed", proc.name, STOP_GRACE_SECONDS)
+            proc.kill()
+            reports[i] = None
+
+
+def _worker(cells: list[dict], cfg: dict, conn: Any) -> None:
+    """A worker process: run the cells, send back the summary (or the user error that stopped it), quietly."""
+    from study.engine.store import ResultsStore
+    from study.errors import StudyError
+
+    stop_on_signals()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent while starting us
+    report: Any
+    try:
+        config = RunnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+        if config.log_file:
+            log_to_file(config.log_file)
+        else:  # no console fallback: a worker's records go to the log or nowhere, never over the progress bar
+            logging.getLogger("study").addHandler(logging.NullHandler())
+        runner = _make_runner(config)
+        report = run_cells([Cell(**c) for c in cells], ResultsStore(config.store_url), runner.run,
+                           config.retry_failed, progress=False, stop=conn.poll)  # fmt: skip
+    except KeyboardInterrupt:
+        report = SweepSummary(interrupted=True)
+    except StudyError as exc:
+        report = exc
+    with contextlib.suppress(OSError), _signals_blocked():
+        conn.send(report)
+    conn.close()
+    # Everything is stored and reported; skip the interpreter's teardown of TensorFlow (~6 s on 2 busy cores,
+    # measured), which the parent would otherwise wait for. multiprocessing's own exit step still runs: it
+    # unlinks the semaphores made here (tqdm's lock), which resource_tracker would otherwise report as leaked.
+    from multiprocessing import util
+
+    logging.shutdown()
+    util._exit_function()
+    os._exit(0)
 
 
 # ------------------------------------------------------------------------------------------------------ Ray
@@ -171,7 +289,13 @@ def run_ray(
     summary = SweepSummary()
     with tqdm(total=len(cells), unit="cell", disable=not progress, dynamic_ncols=True) as bar:
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+            try:
+                ready, pending = ray.wait(pending, num_returns=1)
+            except KeyboardInterrupt:  # a cancelled task gets KeyboardInterrupt: run_cells releases its claim
+                for ref in pending:
+                    ray.cancel(ref)
+                summary.interrupted = True
+                break
             for ref in ready:
                 try:
                     status, key, message = ray.get(ref)

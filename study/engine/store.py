@@ -13,6 +13,9 @@ Lifecycle of a row (see ``docs/results-schema.md``)::
                           v
                         failed --claim(retry_failed=True)--> running
 
+``release`` (an interrupted sweep, SIGINT/SIGTERM) clears the heartbeat of its own ``running`` rows, so they are
+claimable at once, as a SIGKILLed worker's rows are once found dead or stale: an interruption is never a failure.
+
 The schema is data: ``KEY_COLUMNS`` and ``METRIC_COLUMNS`` below are the only lists of those columns; the
 table, the result splitting and the type coercion are all derived from them.
 
@@ -56,6 +59,7 @@ __all__ = [
     "RunStatus",
     "default_url",
     "make_cell_key",
+    "store_exists",
 ]
 
 DEFAULT_STALE_AFTER = 600.0
@@ -217,14 +221,31 @@ _DRIVER_PACKAGES = {
 }
 
 
-def default_url(base: str | os.PathLike[str] | None = None) -> str:
-    """``sqlite:///<base or cwd>/results/study.db``, creating the folder.
+def default_url(base: str | os.PathLike[str] | None = None, *, create: bool = True) -> str:
+    """``sqlite:///<base or cwd>/results/study.db``, creating the folder unless ``create=False``.
 
     The path is made absolute so worker processes that change directory (Ray does) reach the same file.
     """
     folder = Path(base if base is not None else Path.cwd()).resolve() / "results"
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'study.db'}"
+
+
+def store_exists(url: str) -> bool:
+    """False only for an SQLite file URL whose file is missing: opening it would create an empty store.
+
+    A command that may still stop on a user error (``--dry-run``, missing weights) asks this first, so it
+    never leaves an empty store file behind. Server databases and in-memory stores count as existing.
+    """
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        return True  # ResultsStore reports the bad URL
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return True
+    return Path(database).expanduser().exists()
 
 
 def make_cell_key(cell: Mapping[str, Any]) -> str:
@@ -281,6 +302,12 @@ def _worker_dead(worker: str | None) -> bool:
     if host != socket.gethostname() or not pid.isdigit():
         return False
     return int(pid) != os.getpid() and _pid_dead(int(pid))
+
+
+def _read_only(error: BaseException) -> bool:
+    """SQLite's "attempt to write a readonly database", PostgreSQL's "read-only transaction"."""
+    text = str(getattr(error, "orig", None) or error).lower()
+    return "readonly database" in text or "read-only transaction" in text
 
 
 def _first_line(error: BaseException) -> str:
@@ -509,6 +536,8 @@ class ResultsStore:
             names = sa.inspect(self.engine).get_table_names()
         except exc.DBAPIError as error:
             self.engine.dispose()
+            if _read_only(error):
+                raise self._operational_error(error) from None
             raise StudyError(
                 f"cannot open results store {self.display_url}: {_first_line(error)}; "
                 "check the path/host, credentials and that the database server is running"
@@ -566,15 +595,33 @@ class ResultsStore:
             session.commit()
         except exc.OperationalError as error:
             session.rollback()
-            raise StudyError(
-                f"results store {self.display_url} failed: {_first_line(error)}; if it is busy, retry or use "
-                "PostgreSQL for many workers"
-            ) from None
+            raise self._operational_error(error) from None
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
+
+    def _operational_error(self, error: BaseException) -> StudyError:
+        """One line for a database that refused an operation: read-only (fix permissions) or busy (retry)."""
+        if _read_only(error):
+            return StudyError(
+                f"the store {self.display_url} is read-only ({_first_line(error)}); make the file and its folder "
+                "writable, or pass --store with a place you can write to"
+            )
+        return StudyError(
+            f"results store {self.display_url} failed: {_first_line(error)}; if it is busy, retry or use "
+            "PostgreSQL for many workers"
+        )
+
+    def check_writable(self) -> None:
+        """Raise the read-only error now, before any training, rather than at the first cell's claim.
+
+        An UPDATE of no rows still needs a write transaction, so SQLite (read-only file, ``mode=ro``) and
+        PostgreSQL (read-only role or replica) refuse it without changing anything.
+        """
+        with self.session() as s:
+            s.execute(sa.update(runs).where(sa.false()).values(status=runs.c.status))
 
     # -- claiming --------------------------------------------------------------
 
@@ -763,6 +810,19 @@ class ResultsStore:
                 ).rowcount
                 == 1
             )
+
+    def release(self, cell_key: str | None = None, reason: str = "interrupted") -> int:
+        """Give back this worker's ``running`` claim(s) (one key, or all when None): the cell is pending again.
+
+        Used when a sweep is interrupted (SIGINT/SIGTERM): the row stays ``running`` with no heartbeat, exactly
+        what a SIGKILLed worker leaves once its heartbeat is stale, so the next ``claim`` takes it over at once
+        (``attempts`` counts the try) and nothing is recorded as failed. Returns the number of rows released.
+        """
+        where = [runs.c.status == RunStatus.RUNNING, runs.c.worker == self.worker]
+        if cell_key is not None:
+            where.append(runs.c.cell_key == cell_key)
+        with self.session() as s:
+            return int(s.execute(sa.update(runs).where(*where).values(heartbeat_at=None, error=reason)).rowcount)
 
     # -- reading ---------------------------------------------------------------
 

@@ -3,13 +3,15 @@
 The store decides what runs: a cell is trained only after ``claim`` succeeds, so rerunning a command skips
 finished cells, a second sweep on the same store never trains a cell the first one holds, and a SIGKILLed
 sweep's cells become claimable again (dead pid or stale heartbeat). A cell that raises is recorded as failed
-with its error and the sweep goes on; ``retry_failed`` reruns those. Progress is a tqdm bar over cells with
-an ETA, plus a one-line summary per finished cell, mirrored to a log file.
+with its error and the sweep goes on; ``retry_failed`` reruns those. An interruption (SIGINT/SIGTERM, see
+``stop_on_signals``) is not a failure: the cell in flight is released (pending again) and the sweep stops.
+Progress is a tqdm bar over cells with an ETA, plus a one-line summary per finished cell, mirrored to a log file.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -38,6 +40,30 @@ class SweepSummary:
     skipped: int = 0  # already complete or held by another live worker
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False  # stopped by SIGINT/SIGTERM; the cells in flight were released, not failed
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """First SIGINT/SIGTERM: ignore any further ones (cleanup must not be cut short), then stop the sweep."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    # Optuna logs an interrupted trial as a failure with its traceback; the user asked for the stop.
+    logging.getLogger("optuna").setLevel(logging.CRITICAL)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stop_on_signals() -> None:
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt once, in this process's main thread.
+
+    ``run_cells`` turns that into a clean stop. A SIGINT that was ignored when the process started (``nohup``,
+    a background job) stays ignored, as Python itself does.
+    """
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _interrupt)
 
 
 def estimate_seconds(cell: Cell, history: dict[tuple, tuple[float, float]] | None = None) -> float:
@@ -86,8 +112,14 @@ def run_cells(
     run_cell: Callable[[Cell], dict[str, Any]],
     retry_failed: bool = False,
     progress: bool = True,
+    stop: Callable[[], bool] | None = None,
 ) -> SweepSummary:
-    """Claim and run each cell in order; never raises for a failing cell (it is recorded instead)."""
+    """Claim and run each cell in order; never raises for a failing cell (it is recorded instead).
+
+    KeyboardInterrupt (Ctrl-C, or SIGTERM through ``stop_on_signals``) releases this worker's claim and returns
+    with ``interrupted`` set; so does ``stop()`` turning true, checked before each claim (a parent process
+    asking its workers to stop).
+    """
     from tqdm import tqdm
 
     summary = SweepSummary()
@@ -95,6 +127,9 @@ def run_cells(
     bar = tqdm(total=len(cells), unit="cell", disable=not progress, dynamic_ncols=True)
     try:
         for cell in cells:
+            if stop is not None and stop():
+                summary.interrupted = True
+                break
             bar.set_postfix_str(cell.key[-60:], refresh=False)
             if not store.claim({**cell.store_fields(), "cell_key": cell.key}, retry_failed=retry_failed):
                 summary.skipped += 1
@@ -112,9 +147,6 @@ def run_cells(
                 )
                 log.info(line)
                 bar.write(line)
-            except KeyboardInterrupt:
-                store.fail(cell.key, "interrupted by the user (KeyboardInterrupt)")
-                raise
             except Exception as exc:  # a failing cell must not stop the sweep
                 message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
                 store.fail(cell.key, f"{message}\n{traceback.format_exc()[-4000:]}")
@@ -123,8 +155,14 @@ def run_cells(
                 log.error("failed %s: %s", cell.key, message)
                 bar.write(f"FAILED {cell.key}  {message}")
             bar.update(1)
+    except KeyboardInterrupt:
+        summary.interrupted = True
     finally:
         bar.close()
+        if summary.interrupted:
+            # Whatever this process holds (the cell in flight, or one claimed as the signal came) is pending again.
+            released = store.release(reason="interrupted by the user (SIGINT/SIGTERM); claimable again")
+            log.warning("interrupted: %d cells done, %d released", summary.complete, released)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -133,9 +171,14 @@ def setup_logging(log_dir: Path) -> Path:
     """Log to ``log_dir/sweep-<time>.log`` as well as the console summary lines."""
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_to_file(path)
+    return path
+
+
+def log_to_file(path: Path | str) -> None:
+    """Append the ``study`` loggers' records to ``path`` (the sweep's log; worker processes add to it too)."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("study")
     root.setLevel(logging.INFO)
     root.addHandler(handler)
-    return path
