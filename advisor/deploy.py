@@ -221,7 +221,7 @@ def train(
     name = folder_dataset_name(root)
     try:
         register_image_folder(name, root, domain_label)
-        small = study_data.load(name, 32, allow_download=False)  # the decoded cache measure() just wrote
+        small = study_data.load(name, 32, config.data_dirs(), config.cache_dir(), allow_download=False)  # measured
         n_pool, n_test = len(small.pool), len(small.test)
         # A registered backbone the study has no results for yet (e.g. a new one) is trained as asked; the advice
         # recorded beside it is then the advisor's for the backbones it has measured, and "used" has no estimate.

@@ -109,7 +109,7 @@ def measure(
     name = folder_dataset_name(root)
     try:
         spec = register_image_folder(name, root, domain)
-        ds = study_data.load(name, 32, allow_download=False)
+        ds = study_data.load(name, 32, config.data_dirs(), config.cache_dir(), allow_download=False)
         check_split(root, ds, spec.test_split == "official")
         labels = np.concatenate([ds.pool.labels, ds.test.labels])
         pool_only = spec.test_split == "official"
@@ -174,7 +174,7 @@ def _gap(
     engine = FeatureEngine(cache, config.weights_dirs())
 
     def load(dataset: str, size: int) -> Any:
-        return study_data.load(dataset, size, cache_dir=cache)
+        return study_data.load(dataset, size, config.data_dirs(), cache)
 
     by_backbone: dict[str, float] = {}
     for backbone in sorted({b for b, _ in scales}):

@@ -102,3 +102,31 @@ def test_the_architecture_check_can_fail():
     assert "study.data.loaders" in graph["study.data.catalog"]
     assert "study.train.strategies" in graph["study.engine.cell"]
     assert _layer("study.engine.sweep") > _layer("study.train.tuning")
+
+
+ENTRY_MODULES = {"study.config", "study.cli_support", "study", "study.run"}
+ENVIRONMENT_READERS = {"data_dirs", "cache_dir", "keras_home", "download_dir", "weights_dirs"}
+
+
+def test_below_the_entry_points_nothing_reads_the_environment():
+    """Flags and environment become plain values at the entry points (``study.run``, each CLI's ``main``);
+    the layers below receive paths and settings as arguments."""
+    bad = []
+    for path in (REPO / "study").rglob("*.py"):
+        module = _module_name(path)
+        if module in ENTRY_MODULES:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        allowed: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name == "main":
+                allowed |= {id(n) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in allowed or not isinstance(node, ast.Attribute):
+                continue
+            base = node.value.id if isinstance(node.value, ast.Name) else None
+            if (base == "os" and node.attr in ("environ", "getenv")) or (
+                base == "config" and node.attr in ENVIRONMENT_READERS
+            ):
+                bad.append(f"{module}:{node.lineno}: {base}.{node.attr}")
+    assert not bad, bad

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from study import config
 from study.data import download, loaders
 from study.data.datasets import (
     BUILTIN_DOMAINS,
@@ -38,6 +39,7 @@ from study.data.loaders import ImageSet, decode_image, load_dataset, read_idx
 from study.errors import DatasetUnavailableError, StudyError
 
 SIZE = 32
+CACHE = config.cache_dir()  # the test cache (conftest sets TRANSFER_STUDY_CACHE)
 
 # (pool, test, class names, per-class pool counts or None) from each dataset's SOURCE.txt
 PACK = {
@@ -138,7 +140,7 @@ def test_spec_validation() -> None:
 @pytest.mark.parametrize("name", list(PACK))
 def test_pack_dataset_loads_with_documented_counts(name: str, datapack: Path) -> None:
     n_pool, n_test, classes, per_class = PACK[name]
-    ds = load_dataset(name, SIZE, data_dirs=[datapack])
+    ds = load_dataset(name, SIZE, data_dirs=[datapack], cache_dir=CACHE)
     assert (len(ds.pool), len(ds.test)) == (n_pool, n_test)
     assert ds.class_names == classes and ds.n_classes == len(classes)
     assert ds.domain == get_dataset(name).domain
@@ -155,21 +157,21 @@ def test_pack_dataset_loads_with_documented_counts(name: str, datapack: Path) ->
 
 
 def test_mnist_uses_t10k_as_pool_with_fixed_stratified_test(datapack: Path) -> None:
-    ds = load_dataset("mnist", SIZE, data_dirs=[datapack])
+    ds = load_dataset("mnist", SIZE, data_dirs=[datapack], cache_dir=CACHE)
     both = np.bincount(np.concatenate([ds.pool.labels, ds.test.labels]))
     assert both.tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # SOURCE.txt
     exact = 0.2 * both
     assert np.all(np.abs(np.bincount(ds.test.labels) - exact) < 1)
     assert ds.pool.ids[0].startswith("t10k/")
-    again = load_dataset("mnist", SIZE, data_dirs=[datapack])
+    again = load_dataset("mnist", SIZE, data_dirs=[datapack], cache_dir=CACHE)
     assert ds.test.ids == again.test.ids, "the fixed test split is the same on every load"
 
 
 def test_chest_is_imbalanced_and_retina_ids_name_the_split(datapack: Path) -> None:
-    chest = load_dataset("chest_xray_pneumonia_224", SIZE, data_dirs=[datapack])
+    chest = load_dataset("chest_xray_pneumonia_224", SIZE, data_dirs=[datapack], cache_dir=CACHE)
     assert np.bincount(chest.test.labels).tolist() == [234, 390]
     assert chest.test.ids[0].startswith("dataset/test/NORMAL/")
-    retina = load_dataset("retinamnist", SIZE, data_dirs=[datapack])
+    retina = load_dataset("retinamnist", SIZE, data_dirs=[datapack], cache_dir=CACHE)
     assert retina.pool.ids[0] == "train/0" and retina.pool.ids[-1] == "val/119" and retina.test.ids[0] == "test/0"
 
 
@@ -187,7 +189,7 @@ def test_decoded_cache_is_faster_equal_and_atomic(datapack: Path, tmp_path: Path
     assert cold.source_checksum == warm.source_checksum
     entries = list((cache / "decoded").iterdir())
     assert [e.name for e in entries] == [f"rsscn7_160-{SIZE}-{cold.source_checksum[:12]}"], "no temp leftovers"
-    nocache = load_dataset("rsscn7_160", SIZE, data_dirs=[datapack], use_cache=False)
+    nocache = load_dataset("rsscn7_160", SIZE, data_dirs=[datapack], cache_dir=CACHE, use_cache=False)
     assert np.array_equal(nocache.pool.images, cold.pool.images)
 
 
@@ -214,13 +216,15 @@ def test_interrupted_cache_write_leaves_nothing(datapack: Path, tmp_path: Path, 
     assert len(load_dataset("retinamnist", SIZE, data_dirs=[datapack], cache_dir=cache).test) == 400
 
 
-def test_defaults_come_from_the_environment_and_a_damaged_cache_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
+def test_entry_points_read_the_environment_and_a_damaged_cache_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
+    """``study.config`` turns the environment into plain paths (at the entry points); loaders take them."""
     monkeypatch.setenv("TRANSFER_STUDY_CACHE", str(tmp_path / "envcache"))
-    ds = load_dataset("retinamnist", 16)  # data dirs from TRANSFER_STUDY_DATA (conftest: the pack)
+    assert config.cache_dir() == tmp_path / "envcache"
+    ds = load_dataset("retinamnist", 16, config.data_dirs(), config.cache_dir())  # TRANSFER_STUDY_DATA: the pack
     folder = tmp_path / "envcache" / "decoded" / f"retinamnist-16-{ds.source_checksum[:12]}"
     assert (folder / "meta.json").is_file()
     (folder / "part2_images.npy").write_bytes(b"garbage")
-    again = load_dataset("retinamnist", 16)
+    again = load_dataset("retinamnist", 16, config.data_dirs(), config.cache_dir())
     assert np.array_equal(again.test.images, ds.test.images)
     assert np.load(folder / "part2_images.npy").shape == (400, 16, 16, 3), "the damaged cache was replaced"
 
@@ -233,13 +237,13 @@ def test_second_data_dir_and_missing_dataset(datapack: Path, tmp_path: Path) -> 
     msg = str(err.value)
     assert "\n" not in msg and str(tmp_path / "cifar10_subset") in msg and "TRANSFER_STUDY_DATA" in msg
     with pytest.raises(DatasetUnavailableError, match="downloads are disabled.*zenodo"):
-        load_dataset("pathmnist", SIZE, data_dirs=[tmp_path], allow_download=False)
+        load_dataset("pathmnist", SIZE, data_dirs=[tmp_path], cache_dir=tmp_path / "c", allow_download=False)
 
 
 def test_image_size_is_validated(datapack: Path) -> None:
     for bad in (0, 4, 5000, 32.0, True):
         with pytest.raises(StudyError, match="image_size"):
-            load_dataset("retinamnist", bad, data_dirs=[datapack])  # type: ignore[arg-type]
+            load_dataset("retinamnist", bad, data_dirs=[datapack], cache_dir=CACHE)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -286,7 +290,7 @@ def test_image_folder_handles_modes_sizes_hidden_and_nested(tmp_path: Path) -> N
     (root / "a_cls" / "Thumbs.db").write_bytes(b"\0junk")
     (root / ".hidden_class").mkdir()
     (root / "README.txt").write_text("top-level files are not classes")
-    ds = load_dataset(_folder_spec(root), 24, cache_dir=tmp_path / "c")
+    ds = load_dataset(_folder_spec(root), 24, data_dirs=[], cache_dir=tmp_path / "c")
     assert ds.class_names == ["a_cls", "b_cls"]
     allset = ImageSet(
         np.concatenate([ds.pool.images, ds.test.images]),
@@ -312,7 +316,7 @@ def test_register_image_folder_and_official_split(tmp_path: Path) -> None:
     try:
         spec = register_image_folder("my_xrays", root, domain="xray")
         assert spec.test_split == "official" and "xray" in known_domains()
-        ds = load_dataset("my_xrays", 16, cache_dir=tmp_path / "c")
+        ds = load_dataset("my_xrays", 16, data_dirs=[], cache_dir=tmp_path / "c")
         assert (len(ds.pool), len(ds.test), ds.domain) == (6, 4, "xray")
         assert ds.test.ids[0] == "test/healthy/0.png"
         with pytest.raises(StudyError, match="already registered"):
@@ -326,7 +330,7 @@ def test_register_image_folder_and_official_split(tmp_path: Path) -> None:
     try:
         spec = register_image_folder("flat_user", flat, domain="natural", test_fraction=0.2)
         assert spec.test_split == "fixed_fraction"
-        ds = load_dataset("flat_user", 16, cache_dir=tmp_path / "c")
+        ds = load_dataset("flat_user", 16, data_dirs=[], cache_dir=tmp_path / "c")
         assert (len(ds.pool), len(ds.test)) == (8, 2)
     finally:
         unregister_dataset("flat_user")
@@ -339,16 +343,16 @@ def test_cache_key_changes_when_the_folder_changes(tmp_path: Path) -> None:
     for cls in ("a", "b"):
         for i in range(4):
             _img(root / cls / f"{i}.png")
-    first = load_dataset(_folder_spec(root), 16, cache_dir=tmp_path / "c")
+    first = load_dataset(_folder_spec(root), 16, data_dirs=[], cache_dir=tmp_path / "c")
     _img(root / "a" / "new.png")
-    second = load_dataset(_folder_spec(root), 16, cache_dir=tmp_path / "c")
+    second = load_dataset(_folder_spec(root), 16, data_dirs=[], cache_dir=tmp_path / "c")
     assert first.source_checksum != second.source_checksum
     assert len(second.pool) + len(second.test) == 9
 
 
 def _one_line_error(spec: DatasetSpec, tmp_path: Path, pattern: str) -> str:
     with pytest.raises(StudyError, match=pattern) as err:
-        load_dataset(spec, 16, cache_dir=tmp_path / "c")
+        load_dataset(spec, 16, data_dirs=[], cache_dir=tmp_path / "c")
     msg = str(err.value)
     assert "\n" not in msg
     return msg
@@ -443,10 +447,10 @@ def _write_npz(path: Path, grey: bool = False, drop: tuple[str, ...] = (), multi
 
 def test_npz_loads_grey_and_rgb(tmp_path: Path) -> None:
     _write_npz(tmp_path / "g" / "toy.npz", grey=True)
-    ds = load_dataset(_npz_spec(tmp_path / "g"), 32, cache_dir=tmp_path / "c")
+    ds = load_dataset(_npz_spec(tmp_path / "g"), 32, data_dirs=[], cache_dir=tmp_path / "c")
     assert ds.pool.images.shape == (16, 32, 32, 3) and ds.test.images.shape == (6, 32, 32, 3)
     assert ds.class_names == ["0", "1", "2"] and ds.pool.ids[12] == "val/0"
-    native = load_dataset(_npz_spec(tmp_path / "g"), 28, cache_dir=tmp_path / "c")
+    native = load_dataset(_npz_spec(tmp_path / "g"), 28, data_dirs=[], cache_dir=tmp_path / "c")
     with np.load(tmp_path / "g" / "toy.npz") as raw:
         assert np.array_equal(native.pool.images[:12, ..., 1], raw["train_images"]), "native size: no resampling"
 
@@ -498,7 +502,7 @@ def _idx_dataset(root: Path, n_train: int = 30, n_test: int = 10) -> None:
 
 def test_idx_loads_and_matches_the_pack_parser(tmp_path: Path, datapack: Path) -> None:
     _idx_dataset(tmp_path / "idx")
-    ds = load_dataset(_idx_spec(tmp_path / "idx"), 28, cache_dir=tmp_path / "c")
+    ds = load_dataset(_idx_spec(tmp_path / "idx"), 28, data_dirs=[], cache_dir=tmp_path / "c")
     assert ds.pool.images.shape == (30, 28, 28, 3) and ds.test.ids[-1] == "t10k/9"
     raw = read_idx(tmp_path / "idx" / "train-images-idx3-ubyte.gz", 3)
     assert np.array_equal(ds.pool.images[..., 2], raw)

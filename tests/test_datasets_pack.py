@@ -65,7 +65,7 @@ def _n_classes(name: str) -> int:
 
 
 def _load(name: str):
-    return load_dataset(name, SIZE)
+    return load_dataset(name, SIZE, config.data_dirs(), config.cache_dir())
 
 
 # ------------------------------------------------------------------------------------------------------ registry

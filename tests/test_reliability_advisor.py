@@ -310,6 +310,7 @@ def test_model_folder_has_ordinary_permissions(model):
 
 
 def test_val_beside_train_and_test_joins_the_training_pool(tmp_path, datapack):
+    from study import config
     from study.data import catalog
     from study.data.datasets import register_image_folder, unregister_dataset
 
@@ -324,7 +325,7 @@ def test_val_beside_train_and_test_joins_the_training_pool(tmp_path, datapack):
     spec = register_image_folder("user_val_test", root, "natural")
     try:
         assert spec.pool_parts == ("train", "val") and spec.test_part == "test"
-        ds = catalog.load("user_val_test", 32, allow_download=False)
+        ds = catalog.load("user_val_test", 32, config.data_dirs(), config.cache_dir(), allow_download=False)
         assert (len(ds.pool), len(ds.test)) == (8 + 6, 4)
     finally:
         unregister_dataset("user_val_test")

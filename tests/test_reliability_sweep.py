@@ -196,7 +196,7 @@ def test_a_broken_folder_is_one_line_before_anything_trains(tmp_path, datapack, 
         _faults(datapack, root, kind)
     name = folder(root)
     with pytest.raises(StudyError) as err:
-        check_folders({(name, 32): {size}}, cache_dir=tmp_path / "cache")
+        check_folders({(name, 32): {size}}, [], tmp_path / "cache")
     text = str(err.value)
     assert message in text and "\n" not in text, text
     if kind == "many unreadable":  # the first few files are named, and the policy is stated
@@ -211,11 +211,11 @@ def test_a_handful_of_unreadable_images_is_skipped_with_a_count(tmp_path, datapa
     (root / "cats" / "zero.jpg").write_bytes(b"")
     _truncated(datapack, root / "dogs" / "cut.jpg")
     name = folder(root)
-    warnings = check_folders({(name, 32): {10}}, cache_dir=tmp_path / "cache")
+    warnings = check_folders({(name, 32): {10}}, [], tmp_path / "cache")
     assert warnings == [f"dataset {name!r}: 2 unreadable images skipped (cats/zero.jpg, dogs/cut.jpg); delete or "
                         "replace them to use them"]  # fmt: skip
     for _ in range(2):  # decoded, then from the decoded cache: the same images, the same skips
-        ds = load_dataset(name, 32, cache_dir=tmp_path / "cache")
+        ds = load_dataset(name, 32, [], tmp_path / "cache")
         assert len(ds.pool) + len(ds.test) == 24 and ds.skipped == ("cats/zero.jpg", "dogs/cut.jpg")
         assert not any(i.endswith(("zero.jpg", "cut.jpg")) for i in ds.pool.ids + ds.test.ids)
 

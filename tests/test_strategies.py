@@ -9,7 +9,7 @@ import pytest
 
 from study.cache import features
 from study.cache.features import FeatureEngine
-from study.config import WeightsDirs, keras_home
+from study.config import WeightsDirs, cache_dir, data_dirs, keras_home
 from study.data.cell_data import CellData
 from study.data.loaders import load_dataset
 from study.data.sampling import cap_test, train_val_split
@@ -31,7 +31,7 @@ def _cell(ds, n: int, seed: int) -> CellData:
 
 @pytest.fixture(scope="module")
 def cats(datapack):
-    return load_dataset("cats_and_dogs_filtered", SIZE)
+    return load_dataset("cats_and_dogs_filtered", SIZE, data_dirs(), cache_dir())
 
 
 @pytest.fixture(scope="module")

@@ -40,8 +40,8 @@ def describe(name: str) -> DatasetInfo:
 def load(
     name: str,
     image_size: int,
-    data_dirs: list[Path] | None = None,
-    cache_dir: Path | None = None,
+    data_dirs: list[Path],
+    cache_dir: Path,
     allow_download: bool = True,
 ) -> LoadedDataset:
     """A dataset at ``image_size``; shifted variants are derived from their base's decoded arrays."""

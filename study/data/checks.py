@@ -60,9 +60,9 @@ def check_loaded(ds: LoadedDataset, sizes: Iterable[int] = ()) -> None:
 def check_folder(
     name: str,
     image_size: int,
-    sizes: Iterable[int] = (),
-    data_dirs: list[Path] | None = None,
-    cache_dir: Path | None = None,
+    sizes: Iterable[int],
+    data_dirs: list[Path],
+    cache_dir: Path,
 ) -> LoadedDataset:
     """Load a registered folder at ``image_size`` (filling the decoded cache) and ``check_loaded`` it."""
     ds = load_dataset(name, image_size, data_dirs, cache_dir, allow_download=False)
@@ -71,7 +71,7 @@ def check_folder(
 
 
 def check_folders(
-    needs: Mapping[tuple[str, int], Iterable[int]], data_dirs: list[Path] | None = None, cache_dir: Path | None = None
+    needs: Mapping[tuple[str, int], Iterable[int]], data_dirs: list[Path], cache_dir: Path
 ) -> list[str]:
     """Check every user folder among ``needs`` ((dataset, image size) -> training-set sizes) before a sweep.
 

@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from study import config
 from study.data.datasets import IDX_IMAGES, IDX_LABELS, DatasetSpec, get_dataset
 from study.data.sampling import fixed_test_split
 from study.errors import StudyError
@@ -539,9 +538,17 @@ def _group_array(spec: DatasetSpec, pool_ids: list[str], test_ids: list[str]) ->
     return gid[: len(pool_ids)], gid[len(pool_ids) :]
 
 
+def default_download_dir(data_dirs: list[Path]) -> Path:
+    """Where a missing dataset is downloaded: the first existing, writable data directory, else the first one."""
+    for d in data_dirs:
+        if d.exists() and os.access(d, os.W_OK):
+            return d
+    return data_dirs[0]
+
+
 def resolve_root(
     spec: DatasetSpec,
-    data_dirs: list[Path] | None = None,
+    data_dirs: list[Path],
     *,
     download_dir: Path | None = None,
     allow_download: bool = True,
@@ -549,18 +556,18 @@ def resolve_root(
     """The dataset's folder on disk, downloading it when missing (see ``study.data.download.fetch``)."""
     from study.data.download import fetch, locate
 
-    dirs = list(data_dirs) if data_dirs is not None else config.data_dirs()
+    dirs = list(data_dirs)
     found = locate(spec, dirs)
     if found is not None:
         return found
-    return fetch(spec, dirs, download_dir or config.download_dir(), allow_download=allow_download)
+    return fetch(spec, dirs, download_dir or default_download_dir(dirs), allow_download=allow_download)
 
 
 def load_dataset(
     name_or_spec: str | DatasetSpec,
     image_size: int,
-    data_dirs: list[Path] | None = None,
-    cache_dir: Path | None = None,
+    data_dirs: list[Path],
+    cache_dir: Path,
     *,
     download_dir: Path | None = None,
     allow_download: bool = True,
@@ -568,8 +575,9 @@ def load_dataset(
 ) -> LoadedDataset:
     """Load a registered dataset at ``image_size``: pool and test sets as uint8 RGB arrays.
 
-    Data directories and the cache default to ``study.config``; a dataset found nowhere is downloaded when
-    it has a download and ``allow_download``. ``use_cache=False`` decodes without reading or writing the cache.
+    ``data_dirs`` and ``cache_dir`` come from the entry point (``study.config``); a dataset found nowhere is
+    downloaded when it has a download and ``allow_download``. ``use_cache=False`` decodes without reading or
+    writing the cache.
     """
     spec = get_dataset(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
     lo, hi = IMAGE_SIZES
@@ -586,7 +594,7 @@ def load_dataset(
         )
     parts = list(spec.parts)
     cached = None
-    folder = Path(cache_dir or config.cache_dir()) / "decoded" / f"{spec.name}-{size}-{checksum[:12]}"
+    folder = Path(cache_dir) / "decoded" / f"{spec.name}-{size}-{checksum[:12]}"
     if use_cache:
         cached = _read_cache(folder, parts)
     if cached is not None:

@@ -103,7 +103,7 @@ def _fetch(spec: BackboneSpec, home: Path) -> Path:
 
     keras.utils.set_random_seed(int(spec.kwargs["seed"]))
     model = _build(spec, SIZE)
-    data = load_dataset("tiny_shapes", SIZE, data_dirs=[ROOT], use_cache=False)
+    data = load_dataset("tiny_shapes", SIZE, [ROOT], ROOT, use_cache=False)
     head = keras.layers.Dense(len(CLASSES), activation="softmax")(keras.layers.GlobalAveragePooling2D()(model.output))
     clf = keras.Model(model.input, head)
     clf.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
