@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -35,6 +36,44 @@ def datapack() -> Path:
 def keras_cache() -> Path:
     _need_shared()
     return KERAS_CACHE
+
+
+PLUGINS = REPO / "tests" / "plugins"
+
+
+@contextlib.contextmanager
+def plugins(*names: str):
+    """Import test plugin modules (they register components), and unregister what they added afterwards, so other
+    tests see the registries as they were."""
+    import importlib
+
+    from study.data.datasets import DATASETS
+    from study.train.strategies import STRATEGIES
+    from study.zoo.backbones import BACKBONES
+
+    registries = (DATASETS, BACKBONES, STRATEGIES)
+    before = [set(r) for r in registries]
+    modules_before = set(sys.modules)
+    sys.path.insert(0, str(PLUGINS))
+    try:
+        for name in names:
+            importlib.import_module(name)
+        yield
+    finally:
+        for registry, names_before in zip(registries, before, strict=True):
+            for added in set(registry) - names_before:
+                registry.unregister(added)
+        for name in set(sys.modules) - modules_before:  # imported here (also by --plugin): importable afresh later
+            if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(PLUGINS)):
+                del sys.modules[name]
+        sys.path.remove(str(PLUGINS))
+
+
+@pytest.fixture(scope="module")
+def tiny_components(datapack):
+    """The tiny dataset and backbones of ``tests/plugins/tiny_components.py``, registered for one test module."""
+    with plugins("tiny_components"):
+        yield
 
 
 @pytest.fixture(scope="session")

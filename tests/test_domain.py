@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from study.cache.features import FeatureEngine
-from study.config import WeightsDirs, keras_home
+from study.config import WeightsDirs, cache_dir, keras_home
 from study.data import shift
 from study.data.catalog import describe, load
 from study.errors import StudyError
 from study.probes.domain import SAMPLE, measure, sample_features
+from study.zoo.backbones import get_backbone
 
 SIZE = 64
 
@@ -27,7 +28,7 @@ def loader(datapack):
 
     def get(name, size):
         if (name, size) not in memo:
-            memo[(name, size)] = load(name, size)
+            memo[(name, size)] = load(name, size, [datapack], cache_dir())
         return memo[(name, size)]
 
     return get
@@ -35,13 +36,14 @@ def loader(datapack):
 
 @pytest.fixture(scope="module")
 def scores(engine, loader):
-    names = ["cifar10_subset", "chest_xray_pneumonia_224", "mnist", *shift.ladder("cats_and_dogs_filtered")]
+    # retinal fundus photos stand for the medical domain: RetinaMNIST decodes in a second, chest X-rays in minutes
+    names = ["cifar10_subset", "retinamnist", "mnist", *shift.ladder("cats_and_dogs_filtered")]
     return {n: measure(loader(n, SIZE), "mobilenet_v2", SIZE, engine, loader) for n in names}
 
 
-def test_natural_photos_are_closer_to_the_reference_than_xrays_and_digits(scores):
+def test_natural_photos_are_closer_to_the_reference_than_fundus_photos_and_digits(scores):
     natural = scores["cifar10_subset"]["frechet_distance"]
-    assert natural < scores["chest_xray_pneumonia_224"]["frechet_distance"]
+    assert natural < scores["retinamnist"]["frechet_distance"]
     assert natural < scores["mnist"]["frechet_distance"]
 
 
@@ -60,8 +62,8 @@ def test_scores_are_deterministic_and_computed_from_cached_features(scores, engi
 
 
 def test_sample_is_stratified_and_fixed(engine, loader):
-    ds = loader("chest_xray_pneumonia_224", SIZE)
-    f1, y1 = sample_features(ds, __import__("study.zoo.backbones").backbones.get_backbone("mobilenet_v2"), SIZE, engine)
+    ds = loader("retinamnist", SIZE)
+    f1, y1 = sample_features(ds, get_backbone("mobilenet_v2"), SIZE, engine)
     share = np.bincount(y1) / len(y1)
     np.testing.assert_allclose(share, np.bincount(ds.pool.labels) / len(ds.pool), atol=0.01)
 

@@ -7,7 +7,6 @@ re-registered, as a from-scratch baseline), ranked by the advisor and drawn in t
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,42 +15,45 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 GRID = """
 [grids.plugin]
-description = "the plugin strategy beside the study's own, three datasets, two seeds, a 2-trial search"
-datasets = ["retinamnist", "cats_and_dogs_filtered", "mnist"]
-sizes = [40]
+description = "the plugin strategy beside the study's own on the tiny test components, two seeds, a 2-trial search"
+datasets = ["tiny_shapes", "tiny_shapes@grey_invert"]
+sizes = [30]
 strategies = ["raw_probe", "linear_probe", "scratch_small"]
-backbones = ["mobilenet_v2"]
+backbones = ["tiny_cnn"]
 seeds = [0, 1]
-image_size = 32
-epochs = 2
+image_size = 16
+epochs = 4
 trials = 2
-max_test = 100
+max_test = 36
 retries = 0
 """
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, datapack):
-    """The plugin grid swept in this process through the command line's own entry point."""
-    tmp = tmp_path_factory.mktemp("plugin")
-    (tmp / "grids.toml").write_text(GRID)
-    sys.path.insert(0, str(REPO / "tests" / "plugins"))
+    """The plugin grid swept in this process through the command line's own entry point (``--plugin``), on the tiny
+    test components; the plugins' registrations are undone after this module."""
+    from conftest import plugins
+
+    from advisor.data import load_results
     from study import run
 
+    tmp = tmp_path_factory.mktemp("plugin")
+    (tmp / "grids.toml").write_text(GRID)
     url = f"sqlite:///{tmp / 'study.db'}"
-    rc = run.main(["--grid", "plugin", "--grid-file", str(tmp / "grids.toml"), "--plugin", "raw_probe", "--store", url,
-                   "--log-dir", str(tmp / "logs"), "--no-latency"])  # fmt: skip
-    assert rc == 0
-    from advisor.data import load_results
-
-    runs, similarity = load_results(url)
-    return {"url": url, "runs": runs, "similarity": similarity, "tmp": tmp}
+    with plugins():  # tests/plugins on the path; --plugin imports the modules as a user's sweep does
+        rc = run.main(["--grid", "plugin", "--grid-file", str(tmp / "grids.toml"), "--plugin", "tiny_components",
+                       "--plugin", "raw_probe", "--store", url, "--log-dir", str(tmp / "logs"),
+                       "--no-latency"])  # fmt: skip
+        assert rc == 0
+        runs, similarity = load_results(url)
+        yield {"url": url, "runs": runs, "similarity": similarity, "tmp": tmp}
 
 
 def test_the_plugin_strategy_is_tuned_with_the_same_budget(swept):
     runs = swept["runs"]
     plugin = runs[runs["strategy"] == "raw_probe"]
-    assert len(plugin) == 6 and (plugin["status"] == "complete").all()
+    assert len(plugin) == 4 and (plugin["status"] == "complete").all()
     assert {m["trials_run"] for m in plugin["metrics"]} == {2}  # a real 2-trial search, no KeyError
     assert set(runs.groupby("strategy")["trials_budget"].unique().map(tuple)) == {(2,)}
 
@@ -80,7 +82,7 @@ def test_the_advisor_ranks_it_with_its_recipe(swept):
 
     advisor = Advisor().fit(swept["runs"], swept["similarity"])
     assert "raw_probe" in advisor.strategies_
-    rec = advisor.recommend({"n_images": 40, "domain": "medical"})
+    rec = advisor.recommend({"n_images": 30, "domain": "natural"})
     option = next(o for o in rec.options if o.strategy == "raw_probe")
     assert option.recipe["strategy_recipe"].startswith("Logistic regression on the frozen backbone's pooled")
     assert option.recipe["freeze"] == "freeze the whole backbone; fit a logistic regression on its raw pooled features"
