@@ -5,6 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 GRID   ?= quick
 WORKERS ?= 2
+TEST_WORKERS ?= 2
 SHARED ?= $(abspath ../shared)
 
 # Offline machines: read datasets and ImageNet weights from ../shared when it is there (never copied).
@@ -34,7 +35,7 @@ study: install
 	$(PY) -m reports.build $(if $(STORE),--store $(STORE))
 
 test: install lint
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 lint: install
 	$(PY) -m ruff check .

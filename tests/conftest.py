@@ -104,3 +104,13 @@ def smoke_store(tmp_path_factory, datapack):
     if proc.returncode != 0:
         pytest.fail(f"the smoke grid failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return url, proc, tmp
+
+
+def pytest_collection_modifyitems(config, items):
+    """With ``pytest -n 2 --dist loadgroup`` (``make test``) a test module runs on one worker, so its module-scoped
+    fixtures (trained models, swept stores, a Ray cluster) are built once; the modules that read the session's
+    smoke store share one worker, so the smoke grid is swept once."""
+    smoke = {item.module.__name__ for item in items if "smoke_store" in getattr(item, "fixturenames", ())}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("smoke-store" if module in smoke else module))
