@@ -158,6 +158,13 @@ def test_unpaired_rows_fall_back_to_independent_bootstrap(frame: pd.DataFrame) -
     assert got["rho"] == pytest.approx(0.6) and got["ci_method"].endswith("(independent per backbone)")
 
 
+def test_no_usable_rows_give_empty_tables_not_errors(frame: pd.DataFrame) -> None:
+    degenerate = frame.assign(accuracy=0.5, majority_share=0.5)  # no better than the majority class: all excluded
+    for rows in (degenerate, frame[frame["strategy"] == "scratch_small"]):
+        assert bb.backbone_table(rows).empty and bb.rank_correlations(rows).empty
+        assert bb.mean_rank_correlations(bb.rank_correlations(rows)).empty
+
+
 def test_figure_renders_with_alt_text(frame: pd.DataFrame, correlations: pd.DataFrame) -> None:
     table = bb.backbone_table(frame, n_boot=200)
     fig = figures.backbone_transfer(table, correlations, ["agree", "reverse", "swapped", "close", TWO_ONLY])

@@ -64,7 +64,7 @@ def _eligible(frame: pd.DataFrame) -> pd.DataFrame:
     marked = stats.mark_degenerate(frame)
     good = marked[~marked["degenerate"]]
     pretrained = good["strategy"].map(lambda s: bool(getattr(strategy_or_none(str(s)), "pretrained", False)))
-    good = good[pretrained]
+    good = good.loc[pretrained.astype(bool)]  # .loc: an empty mask must select rows, never columns
     top1 = {b: imagenet_top1(str(b)) for b in good["backbone"].unique()}
     good = good.assign(imagenet_top1=good["backbone"].map(top1))
     return good[good["imagenet_top1"].notna()]
