@@ -27,6 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from reports import data as rdata
 from reports import figures as rfig
+from study.analysis import backbones as bb_analysis
 from study.analysis import tables as analysis
 from study.cli_support import add_verbose_flag, quiet_tensorflow
 from study.engine.store import NO_BACKBONE
@@ -169,6 +170,12 @@ def figures(data: rdata.ReportData) -> dict[str, Any]:
             "Each cell's accuracy minus the best accuracy at its dataset and size (0 = the winner) against four "
             "costs; the black step line is the Pareto front — no other cell is both cheaper and more accurate.",
         ),
+        "backbones": _figure(
+            lambda: rfig.backbone_transfer(data.backbones, data.backbone_correlations, order),
+            "Does a better ImageNet model transfer better? Each pretrained strategy's mean test accuracy (95 % "
+            "interval) per backbone, the backbones placed at their published ImageNet top-1; panel titles give the "
+            "Spearman rank correlation ρ per strategy where at least three backbones were measured.",
+        ),
         "curves": _figure(
             lambda: rfig.learning_curves(data.runs, order),
             "Training and validation accuracy and loss per epoch for one typical cell per strategy (largest N); "
@@ -187,6 +194,43 @@ def _gap_gain_cells(data: rdata.ReportData) -> pd.DataFrame:
 def _correlation(data: rdata.ReportData) -> dict[str, Any] | None:
     """The gap-vs-gain correlation for the backbone whose scores order the datasets."""
     return next((c for c in data.similarity_vs_gain if c["backbone"] == data.reference_backbone), None)
+
+
+def backbones_section(data: rdata.ReportData) -> dict[str, Any]:
+    """The Backbones section's tables (``study.analysis.backbones``, formatted only)."""
+    corr = data.backbone_correlations
+    group = ["dataset", "n_images", "image_size", "strategy"]
+    shown = corr[[*group, "n_backbones", "rho", "rho_ci_low", "rho_ci_high", "p", "ci_method", "note"]] if len(
+        corr) else corr  # fmt: skip
+    means = data.backbone_mean_correlations
+    return {
+        "min_backbones": bb_analysis.MIN_BACKBONES,
+        "measured": int(corr["rho"].notna().sum()) if len(corr) else 0,
+        "groups": len(corr),
+        "correlations": table(
+            shown,
+            "backbone-correlations",
+            "Spearman ρ between ImageNet top-1 and transfer accuracy per dataset × size × strategy, with its 95 % "
+            "bootstrap interval (seeds and test examples resampled) and exact permutation p-value",
+            key=lambda r: "|".join(str(r[k]) for k in group),
+            digits={"rho": 2, "rho_ci_low": 2, "rho_ci_high": 2, "p": 3},
+        ),
+        "means": table(
+            means,
+            "backbone-mean-correlations",
+            "Mean per-dataset ρ per strategy and size, with a 95 % interval resampling the datasets",
+            key=lambda r: f"{r['n_images']}|{r['image_size']}|{r['strategy']}",
+            digits={"mean_rho": 2, "ci_low": 2, "ci_high": 2},
+        ),
+        "table": table(
+            data.backbones,
+            "backbones",
+            "Transfer accuracy per backbone (mean over seeds, 95 % interval) beside its published ImageNet top-1 "
+            "(%) and its cost: total parameters of the trained model and CPU latency per image (ms)",
+            key=lambda r: "|".join(str(r[k]) for k in (*group, "backbone")),
+            digits={"imagenet_top1": 1, "total_params": 0, "latency_ms": 2},
+        ),
+    }
 
 
 def advisor_section(runs: pd.DataFrame, sims: pd.DataFrame) -> dict[str, Any]:
@@ -415,6 +459,7 @@ def context(data: rdata.ReportData, downloads: Mapping[str, Any], title: str | N
         ),
         "n_pretrained": int(data.gains["gain"].notna().sum()),
         "curves_json": json.dumps(rdata.curves_payload(data.runs), separators=(",", ":"), allow_nan=False),
+        "backbones": backbones_section(data),
         "advisor": advisor_section(data.runs, data.similarity),
         "deployment": deployment_section(data.runs),
         "anchors": anchors,

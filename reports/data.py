@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from study.analysis import backbones as bb_analysis
 from study.analysis import stats
 from study.analysis import tables as analysis
 from study.engine.store import NO_BACKBONE
@@ -43,6 +44,9 @@ class ReportData:
     source: str
     reference_backbone: str | None
     similarity_vs_gain: list[dict[str, Any]] = field(default_factory=list)
+    backbones: pd.DataFrame = field(default_factory=pd.DataFrame)  # study.analysis.backbones.backbone_table
+    backbone_correlations: pd.DataFrame = field(default_factory=pd.DataFrame)  # ... .rank_correlations
+    backbone_mean_correlations: pd.DataFrame = field(default_factory=pd.DataFrame)  # ... .mean_rank_correlations
 
     @property
     def dataset_order(self) -> list[str]:
@@ -81,9 +85,13 @@ def gather(store_or_frame: Any, n_boot: int = 2000) -> ReportData:
     if not sims.empty and gains["gain"].notna().any():
         for backbone in sorted(sims["backbone"].dropna().unique()):
             corr.append(analysis.similarity_vs_gain(gains, sims, backbone))
+    bb_table = bb_analysis.backbone_table(runs, n_boot=n_boot)
+    bb_corr = bb_analysis.rank_correlations(runs, n_boot=n_boot)
+    bb_mean = bb_analysis.mean_rank_correlations(bb_corr, n_boot=n_boot)
     return ReportData(runs=runs, summary=summary, gains=gains, best=best, similarity=sims, datasets=datasets,
                       status_counts=status_counts, source=source, reference_backbone=reference,
-                      similarity_vs_gain=corr)  # fmt: skip
+                      similarity_vs_gain=corr, backbones=bb_table, backbone_correlations=bb_corr,
+                      backbone_mean_correlations=bb_mean)  # fmt: skip
 
 
 def _frame_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -293,6 +301,8 @@ def key_findings(data: ReportData, winners: pd.DataFrame | None = None) -> list[
                        f"(p = {corr['p']:.3g}) over {corr['n_cells']} dataset × size cells at {corr['image_size']} px; "
                        "a negative ρ means "
                        "transfer gains less the further a dataset is from natural photos.")  # fmt: skip
+    if not data.backbone_correlations.empty:
+        out.extend(bb_analysis.summary_lines(data.backbone_correlations, data.backbone_mean_correlations))
     deg = int(stats.mark_degenerate(data.runs)["degenerate"].sum())
     if deg:
         out.append(f"{deg} of {len(data.runs)} trained models were degenerate (no better than the majority class) "

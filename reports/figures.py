@@ -441,6 +441,85 @@ def cost_vs_accuracy(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# 5b. Backbones: transfer accuracy against ImageNet top-1
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _panel_title(dataset: str, n: int, px: int, correlations: pd.DataFrame, many: bool) -> str:
+    """A panel's title: the dataset (and size where several are shown) with each strategy's ρ where it exists."""
+    title = f"{dataset} (N={n}, {px} px)" if many else dataset
+    sel = correlations[(correlations["dataset"] == dataset) & (correlations["n_images"] == n)
+                       & (correlations["image_size"] == px)]  # fmt: skip
+    rhos = [f"{abbreviation(r.strategy)} ρ={r.rho:+.2f}" for r in sel.itertuples() if pd.notna(r.rho)]
+    return title + ("\n" + ", ".join(rhos) if rhos else "")
+
+
+def backbone_transfer(table: pd.DataFrame, correlations: pd.DataFrame, dataset_order: Sequence[str]) -> Figure:
+    """Per dataset (and size): each pretrained strategy's test accuracy against the backbones' ImageNet top-1.
+
+    ``table`` and ``correlations`` are ``study.analysis.backbones.backbone_table`` / ``rank_correlations``; the
+    figure only draws them (a line per strategy through its backbones in top-1 order, 95 % intervals as bars).
+    """
+    if table.empty or table["backbone"].nunique() < 2:
+        raise NoData("fewer than two backbones with a published ImageNet top-1 were measured on any dataset")
+    panels = table[["dataset", "n_images", "image_size"]].drop_duplicates()
+    rank = {d: i for i, d in enumerate(dataset_order)}
+    panels = panels.assign(_o=panels["dataset"].map(lambda d: rank.get(d, len(rank))))
+    panels = panels.sort_values(["_o", "dataset", "image_size", "n_images"]).drop(columns="_o")
+    many = len(panels[["n_images", "image_size"]].drop_duplicates()) > 1
+    hue_order = _present(strategy_order(), table["strategy"])
+    palette = strategy_palette(hue_order)
+    ticks = table.groupby("backbone")["imagenet_top1"].first().sort_values()
+    ncol = _wrap(len(panels), 3)
+    nrow = -(-len(panels) // ncol)
+    with theme():
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.3 * nrow), squeeze=False, sharex=True)
+        for ax, panel in zip(axes.flat, panels.itertuples(index=False), strict=False):
+            sel = table[(table["dataset"] == panel.dataset) & (table["n_images"] == panel.n_images)
+                        & (table["image_size"] == panel.image_size)]  # fmt: skip
+            for strategy in hue_order:
+                pts = sel[sel["strategy"] == strategy].sort_values("imagenet_top1")
+                if pts.empty:
+                    continue
+                low = (pts["accuracy"] - pts["ci_low"]).clip(lower=0).fillna(0)
+                high = (pts["ci_high"] - pts["accuracy"]).clip(lower=0).fillna(0)
+                ax.errorbar(pts["imagenet_top1"], pts["accuracy"], yerr=[low, high], color=palette[strategy],
+                            marker="o", markersize=5, linewidth=1.3, capsize=2, label=strategy)  # fmt: skip
+            ax.set_title(_panel_title(str(panel.dataset), int(panel.n_images), int(panel.image_size),
+                                      correlations, many), fontsize=9)  # fmt: skip
+            ax.set_xticks(list(ticks.to_numpy()))
+            ax.set_xticklabels([f"{v:.1f} {b}" for b, v in ticks.items()], rotation=60, ha="right", fontsize=7)
+            ax.xaxis.set_minor_locator(NullLocator())
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("test accuracy")
+        for ax in axes[-1, :]:
+            ax.set_xlabel("ImageNet top-1 (%) and backbone")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        seen = dict(zip(labels, handles, strict=True))
+        for ax in axes.flat:
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                seen.setdefault(lab, h)
+        fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                   ncol=min(6, len(seen)), frameon=False)  # fmt: skip
+        fig.tight_layout()
+        uri = encode(fig)
+    measured = correlations.dropna(subset=["rho"])
+    rhos = "; ".join(f"{r.dataset} N={int(r.n_images)} {r.strategy} {r.rho:+.2f}" for r in measured.itertuples())
+    few = int(correlations["rho"].isna().sum())
+    alt = (
+        f"Line charts, one panel per dataset and size ({len(panels)} panels: "
+        f"{', '.join(dict.fromkeys(panels['dataset'].astype(str)))}): x is each backbone's published ImageNet top-1 "
+        f"({', '.join(f'{b} {v:.1f} %' for b, v in ticks.items())}), y its mean test accuracy with a 95 % interval, "
+        f"one line per pretrained strategy ({', '.join(hue_order)}). Spearman rank correlations between ImageNet "
+        f"top-1 and transfer accuracy: " + (rhos or "none (too few backbones per dataset)") + "."
+        + (f" {few} panel-strategy combinations have fewer than 3 backbones and no correlation." if few else "")
+    )
+    return Figure(uri, alt)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # 6. Learning curves
 # ----------------------------------------------------------------------------------------------------------
 

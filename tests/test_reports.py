@@ -230,7 +230,8 @@ class Page(HTMLParser):
 
 
 def expected_figures(d: data.ReportData) -> int:
-    """How many figures the data supports: accuracy per backbone, the map, gain (and vs similarity), cost, curves."""
+    """How many figures the data supports: accuracy per backbone, the map, gain (and vs similarity), cost, backbones
+    (two or more with a published ImageNet top-1), curves."""
     backbones = [b for b in d.summary["backbone"].unique() if b != NO_BACKBONE] or [NO_BACKBONE]
     accuracy = sum(figures.with_shared_baselines(d.summary, b)["accuracy_mean"].notna().any() for b in backbones)
     return (
@@ -242,6 +243,7 @@ def expected_figures(d: data.ReportData) -> int:
             and not analysis.gap_vs_gain_cells(d.gains, d.similarity, d.reference_backbone).empty
         )
         + int(not figures.cost_frame(d.runs, d.summary).empty)
+        + int(not d.backbones.empty and d.backbones["backbone"].nunique() >= 2)
         + int(d.runs["curves"].map(data.has_curves).any())
     )
 
@@ -271,8 +273,8 @@ def check_report_against_data(html: str, d: data.ReportData) -> Page:
         cells = shown[f"{rec['dataset']}|{rec['n_images']}|{rec['image_size']}"]
         assert cells[3] == rec["best_strategy"] and cells[4] == rec["best_backbone"]
         assert float(cells[5]) == pytest.approx(rec["accuracy"], abs=5e-4)
-    for section in ("overview", "accuracy", "strategy-map", "gain", "cost", "curves", "advisor", "anchors", "tables",
-                    "closing-note"):  # fmt: skip
+    for section in ("overview", "accuracy", "strategy-map", "gain", "cost", "backbones", "curves", "advisor", "anchors",
+                    "tables", "closing-note"):  # fmt: skip
         assert section in page.ids
     return page
 

@@ -5,7 +5,9 @@
 - every pretrained cell's gain over the best from-scratch baseline, with the cells showing significant
   negative transfer and the largest significant gains;
 - the domain-similarity scores per dataset, and the Spearman rank correlation between the domain gap and the
-  measured gain of transfer over scratch.
+  measured gain of transfer over scratch;
+- the backbones: transfer accuracy beside ImageNet top-1 and cost, and their rank correlation per dataset
+  (``study.analysis.backbones``).
 The same functions feed the HTML report and the advisor.
 """
 
@@ -189,7 +191,27 @@ def main(argv: list[str] | None = None) -> int:
         corr = similarity_vs_gain(gains, sims, args.backbone)
         print(f"\n## Domain gap vs gain of transfer ({args.backbone})\n")
         print(corr)
+    print_backbones(frame)
     return 0
+
+
+def print_backbones(frame: pd.DataFrame) -> None:
+    """The report's Backbones section as Markdown: accuracy vs ImageNet top-1, ρ per dataset, mean ρ."""
+    from study.analysis import backbones
+
+    table = backbones.backbone_table(frame)
+    if table.empty:
+        return
+    corr = backbones.rank_correlations(frame)
+    means = backbones.mean_rank_correlations(corr)
+    print("\n## Backbones: transfer accuracy beside ImageNet top-1 (%) and cost\n")
+    print(_md(table))
+    print("\n## ImageNet top-1 vs transfer accuracy: Spearman ρ per dataset (95 % CI: seeds and test examples)\n")
+    cols = ["dataset", "n_images", "image_size", "strategy", "n_backbones", "rho", "rho_ci_low", "rho_ci_high", "p",
+            "note"]  # fmt: skip
+    print(_md(corr[cols]))
+    print("\n## Mean ρ over datasets (95 % CI: datasets resampled)\n")
+    print(_md(means))
 
 
 if __name__ == "__main__":
