@@ -49,9 +49,11 @@ from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.validation import check_is_fitted
 
 from advisor.data import OTHER, SHIFTED, AdvisorError, as_json, describe_source, gap_scales, prepare, rows_checksum
+from advisor.recipes import recipe_from_runs
 from advisor.relative import DISTANCE_WEIGHTS as DISTANCE_WEIGHTS  # re-exported: the evidence distance
 from advisor.relative import RULES, RelativeAccuracy, candidates, cell_table, select, trait_defaults, with_features
 from advisor.relative import distance_matrix as distance_matrix
+from advisor.render import rules_text
 from advisor.textbook import textbook_rule
 from study.engine.store import NO_BACKBONE
 from study.train.strategies import strategy_or_none
@@ -60,8 +62,6 @@ CLOSE_CALL = 0.01
 """Expected accuracies closer than this are a toss-up at the study's noise level (seeds x 500 test images)."""
 
 NUMERIC = ("log2_n", "log2_classes", "gap", "image_size", "imbalance")
-RECIPE_PARAMS = ("lr_head", "lr_finetune", "dropout", "weight_decay", "top_k", "linear_c")
-"""Hyper-parameters reported for a strategy this installation has no record of (its rows still count)."""
 
 
 def freeze_level(strategy: str) -> int:
@@ -455,7 +455,7 @@ class Advisor(BaseEstimator):
                     cost_minutes=float(row.cost_minutes),
                     within_budget=bool(row.within_budget),
                     measured_nearby=bool(evidence) and evidence[0].distance <= 1.0,
-                    recipe=self._recipe(row.strategy, rows),
+                    recipe=recipe_from_runs(row.strategy, rows),
                     evidence=evidence,
                 )  # fmt: skip
             )
@@ -494,29 +494,6 @@ class Advisor(BaseEstimator):
                                 ci_high=float(s["accuracy_ci_high"]), n_seeds=int(s["n_seeds"]),
                                 distance=round(float(cell.distance), 3)))  # fmt: skip
         return out, rows
-
-    def _recipe(self, strategy: str, rows: pd.DataFrame) -> dict[str, Any]:
-        """What worked in the nearest measured cells: the best run per cell, median hyper-parameters and epochs."""
-        recipe: dict[str, Any] = {"strategy_recipe": _strategy_recipe(strategy)}
-        best = rows.loc[rows.groupby(["dataset", "n_images", "image_size"])["accuracy"].idxmax()] if len(rows) else rows
-        params = [p if isinstance(p, dict) else {} for p in best.get("params", pd.Series(dtype=object))]
-        metrics = [m if isinstance(m, dict) else {} for m in best.get("metrics", pd.Series(dtype=object))]
-        record = strategy_or_none(strategy)
-        for name in record.params if record is not None else RECIPE_PARAMS:
-            values = [p.get(name) for p in params]
-            if name == "top_k":
-                values = [m.get("top_k") or p.get("top_k") for m, p in zip(metrics, params, strict=True)]
-            values = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-            if values:
-                value = float(np.median(values))
-                recipe[name] = int(round(value)) if name == "top_k" else float(f"{value:.3g}")
-        epochs = _epochs_run(best.get("curves", pd.Series(dtype=object)))
-        if epochs:
-            recipe["epochs"] = epochs
-        top_k = recipe.get("top_k", "k")
-        recipe["freeze"] = record.freeze_text.format(top_k=top_k) if record is not None else ""
-        recipe["from_cells"] = int(len(best))
-        return recipe
 
     def _extrapolation(self, t: Traits, q: pd.Series) -> list[str]:
         flags = []
@@ -577,79 +554,12 @@ class Advisor(BaseEstimator):
         return _tree_rules(tree, tree.apply(x), y, backbones), fidelity
 
     def rules_text(self) -> str:
-        """The fitted advice as a few if-then rules over training-set size and domain gap."""
+        """The fitted advice as a few if-then rules over training-set size and domain gap (``advisor.render``)."""
         check_is_fitted(self)
-        lines = [
-            f"Rules of thumb distilled from the advisor (fitted on {self.fitted_on_['n_rows']} runs over "
-            f"{len(self.fitted_on_['datasets'])} datasets; they match its pick on {self.rules_fidelity_:.0%} of the "
-            "study's datasets x sizes):"
-        ]
-        for i, rule in enumerate(self.rules_, start=1):
-            parts = []
-            for name, (lo, hi) in rule["conditions"].items():
-                parts.append(_describe_condition(name, lo, hi))
-            when = "if " + " and ".join(parts) if parts else "in every case"
-            backbone = f" with {rule['backbone']}" if rule["backbone"] not in (None, NO_BACKBONE) else ""
-            lines.append(f"  {i}. {when}: {rule['strategy']}{backbone}{self._measured_note(rule)}")
-        lo, hi = self.ranges_.get("gap", (math.nan, math.nan))
-        lines.append(
-            f"gap = Fréchet distance to natural photos relative to the study's natural-photo datasets (1 = as close as "
-            f"they are; the study measured {lo:.2f}-{hi:.2f}). Sizes are labelled training images "
-            f"(measured {self.ranges_['n_images'][0]:g}-{self.ranges_['n_images'][1]:g})."
-        )
-        lines.append(self._selection_text())
-        return "\n".join(lines)
-
-    def _measured_note(self, rule: dict[str, Any]) -> str:
-        """Where a rule covers sizes at which its option was never measured, say so (the pick there extrapolates)."""
-        runs = self.runs_[self.runs_["strategy"] == rule["strategy"]]
-        if rule["backbone"] is not None:
-            runs = runs[runs["backbone"] == rule["backbone"]]
-        if runs.empty:
-            return ""
-        lo, hi = rule["conditions"].get("log2_n", (-math.inf, math.inf))
-        study_lo, study_hi = self.ranges_["n_images"]
-        lo_n, hi_n = (2**lo if math.isfinite(lo) else study_lo), (2**hi if math.isfinite(hi) else study_hi)
-        seen_lo, seen_hi = float(runs["n_images"].min()), float(runs["n_images"].max())
-        if seen_lo > lo_n or seen_hi < hi_n:
-            return f" (measured at {seen_lo:g}-{seen_hi:g} images only)"
-        return ""
-
-    def _selection_text(self) -> str:
-        """How much the advice depends on the traits, and how that was decided."""
-        sel = self.selection_
-        chosen = bool(sel["candidates"])
-        how = f"chosen by leave-one-dataset-out over {sel['inner_datasets']} datasets" if chosen else sel["rule"]
-        if math.isinf(self.bandwidth_):
-            why = ": no kernel over the traits predicted a held-out dataset's best option better" if chosen else ""
-            return f"Traits: one ranking for every dataset ({how}{why})."
-        shrinkage = f"shrinkage {self.shrinkage_:.2g}" + (" (estimated)" if self.shrinkage == "auto" else "")
-        return f"Traits: kernel bandwidth {self.bandwidth_:g} ({how}), {shrinkage}."
+        return rules_text(self)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def _strategy_recipe(strategy: str) -> str:
-    """The record's recipe text; a strategy from another version of the study has none (its numbers still stand)."""
-    record = strategy_or_none(strategy)
-    return record.recipe if record is not None else ""
-
-
-def _epochs_run(curves: pd.Series) -> dict[str, int]:
-    """Median epochs actually run per training phase (early stopping included), from the learning curves."""
-    per_phase: dict[str, list[int]] = {}
-    for curve in curves:
-        if not isinstance(curve, list):
-            continue
-        counts: dict[str, int] = {}
-        for epoch in curve:
-            if isinstance(epoch, dict):
-                phase = str(epoch.get("phase", "train"))
-                counts[phase] = counts.get(phase, 0) + 1
-        for phase, n in counts.items():
-            per_phase.setdefault(phase, []).append(n)
-    return {phase: int(round(float(np.median(v)))) for phase, v in per_phase.items()}
 
 
 def _tree_rules(tree: DecisionTreeClassifier, leaves: np.ndarray, y: np.ndarray, backbones: np.ndarray
@@ -685,18 +595,3 @@ def _tree_rules(tree: DecisionTreeClassifier, leaves: np.ndarray, y: np.ndarray,
         counts = rule.pop("backbones")
         rule["backbone"] = counts.most_common(1)[0][0] if counts else None
     return rules
-
-
-def _describe_condition(name: str, lo: float, hi: float) -> str:
-    if name == "log2_n":
-        lo_n, hi_n = (2**lo if math.isfinite(lo) else None), (2**hi if math.isfinite(hi) else None)
-        if lo_n is None:
-            return f"n <= {hi_n:.0f} images"
-        if hi_n is None:
-            return f"n > {lo_n:.0f} images"
-        return f"{lo_n:.0f} < n <= {hi_n:.0f} images"
-    if not math.isfinite(lo):
-        return f"gap <= {hi:.2f}"
-    if not math.isfinite(hi):
-        return f"gap > {lo:.2f}"
-    return f"{lo:.2f} < gap <= {hi:.2f}"
