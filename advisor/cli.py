@@ -191,11 +191,13 @@ def format_recommendation(rec: Any, measured: dict[str, Any] | None = None) -> s
     lines.append(f"  fitted on {f['n_rows']} runs of {len(f['datasets'])} datasets from {f['source']} "
                  f"(checksum {f['checksum']})")  # fmt: skip
     lines.append("")
-    lines.append(f" #  {'strategy':<19}{'backbone':<15}{'expected accuracy':<28}training cost")
+    sw = max([len("strategy"), *(len(o.strategy) for o in rec.options)]) + 2  # names of any length stay in columns
+    bw = max([len("backbone"), *(len(o.backbone) for o in rec.options)]) + 2
+    lines.append(f" #  {'strategy':<{sw}}{'backbone':<{bw}}{'expected accuracy':<28}training cost")
     for o in rec.options[:TOP_SHOWN]:
         acc = f"{o.accuracy:.3f} ({rec.interval:.0%}: {o.low:.3f}-{o.high:.3f})"
         cost = f"{o.cost_minutes:.1f} min" + ("" if o.within_budget else " (over budget)")
-        lines.append(f"{o.rank:>2}  {o.strategy:<19}{o.backbone:<15}{acc:<28}{cost}")
+        lines.append(f"{o.rank:>2}  {o.strategy:<{sw}}{o.backbone:<{bw}}{acc:<28}{cost}")
     if len(rec.options) > TOP_SHOWN:
         lines.append(f"    ... {len(rec.options) - TOP_SHOWN} more (--json lists all)")
     best = rec.best

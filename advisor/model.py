@@ -395,6 +395,14 @@ class Advisor(BaseEstimator):
             return list(self.options_)
         if backbone not in self.backbones_ or backbone == NO_BACKBONE:
             known = [b for b in self.backbones_ if b != NO_BACKBONE]
+            from study.zoo.backbones import BACKBONES
+
+            if backbone in BACKBONES:  # a real backbone the results never ran: say how to measure it
+                raise AdvisorError(
+                    f"backbone {backbone!r} has no cells in these results (they hold {', '.join(known)}); sweep it "
+                    f"first, e.g. python -m study.run --grid broad --backbones {backbone} --store URL, then pass "
+                    "--results URL"
+                )
             raise AdvisorError(
                 f"backbone {backbone!r} is not in the study's results; known backbones: {', '.join(known)}"
             )
