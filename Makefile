@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 study: install
-	$(PY) -m study.run --grid $(GRID) --workers $(WORKERS) $(ARGS)
+	$(PY) -m study.run --grid $(GRID) --workers $(WORKERS) $(if $(STORE),--store $(STORE)) $(ARGS)
 	$(PY) -m reports.build $(if $(STORE),--store $(STORE))
 
 test: install lint
