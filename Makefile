@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 
 study: install
 	$(PY) -m study.run --grid $(GRID) --workers $(WORKERS) $(if $(STORE),--store $(STORE)) $(ARGS)
-	$(PY) -m reports.build $(if $(STORE),--store $(STORE))
+	$(if $(findstring --dry-run,$(ARGS)),,$(PY) -m reports.build $(if $(STORE),--store $(STORE)))
 
 test: install lint
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
