@@ -57,6 +57,7 @@ def degenerate_rule(
     n_classes: int | None = None,
     top_prediction_share: float | None = None,
     tol: float = DEGENERATE_TOL,
+    roc_auc: float | None = None,
 ) -> bool:
     """The degeneracy rule on already-computed metrics (``is_degenerate`` documents it).
 
@@ -73,6 +74,11 @@ def degenerate_rule(
         return True
     if maj is not None and acc <= maj + tol:
         return True
+    auc = _float_or_none(roc_auc)
+    if auc is not None and auc <= 0.5 + tol:
+        # Scores that rank no positive above a negative carry no information, whatever the threshold happened to
+        # score on an imbalanced test set (a near-constant p = 0.50 model scored 0.625 on 62.5 % pneumonia).
+        return True
     bacc, ncls = _float_or_none(balanced_accuracy), _int_or_none(n_classes)
     return bacc is not None and ncls is not None and ncls > 0 and bacc <= 1.0 / ncls + tol
 
@@ -87,9 +93,11 @@ def is_degenerate(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, n_classes: int, 
        room the test set leaves (so a heavily imbalanced test set answered correctly is not a collapse);
     2. **majority baseline**: ``accuracy <= majority_share + tol``, where ``majority_share`` is the share of
        the test set's most frequent class (what "always predict the majority" scores);
-    3. **chance per class**: ``balanced_accuracy <= 1 / n_classes + tol``.
+    3. **chance per class**: ``balanced_accuracy <= 1 / n_classes + tol``;
+    4. **no information in the scores** (when probabilities are known, ``degenerate_rule(roc_auc=...)``):
+       ``roc_auc <= 0.5 + tol`` (macro one-vs-rest for several classes).
 
-    A constant predictor meets all three; a model that merely errs on a hard task meets none.
+    A constant predictor meets all of them; a model that merely errs on a hard task meets none.
     """
     s = prediction_summary(y_true, y_pred, n_classes)
     return degenerate_rule(

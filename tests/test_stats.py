@@ -300,3 +300,18 @@ def test_a_comparison_under_two_training_budgets_is_refused(results: pd.DataFram
             compare(mixed, n_boot=50)
     other_cell = mixed.assign(n_images=np.where(tuned, 200, 100))  # different comparisons may differ
     assert mixed_budgets(other_cell) == []
+
+
+def test_a_model_whose_scores_carry_no_information_is_degenerate_on_an_imbalanced_test_set():
+    """Issue 16: a near-constant model (p = 0.50 everywhere, ROC-AUC 0.5) passed as a 0.625-accuracy result."""
+    from study.quality import degenerate_rule
+    from study.train.training import classification_metrics
+
+    y = np.array([1] * 250 + [0] * 150)  # 62.5 % majority
+    p1 = 0.5 + np.random.default_rng(0).normal(0, 1e-6, len(y))  # nothing learned: noise around 0.5
+    m = classification_metrics(y, np.stack([1 - p1, p1], axis=1), 2)
+    assert m["roc_auc"] == pytest.approx(0.5, abs=0.05) and m["degenerate"]
+    # the rule itself: an accuracy above the majority share but chance-level ranking
+    assert degenerate_rule(0.64, 0.625, 0.53, 2, 0.9, roc_auc=0.5)
+    assert not degenerate_rule(0.64, 0.625, 0.53, 2, 0.9)  # without the scores the other rules let it pass
+    assert not degenerate_rule(0.64, 0.625, 0.53, 2, 0.9, roc_auc=0.56)  # weak but informative (RetinaMNIST-like)

@@ -82,13 +82,15 @@ def mark_degenerate(frame: pd.DataFrame, tol: float = DEGENERATE_TOL) -> pd.Data
             _int_or_none(ncls),
             _float_or_none(top),
             tol,
+            _float_or_none(auc),
         )
-        for acc, maj, bacc, ncls, top in zip(
+        for acc, maj, bacc, ncls, top, auc in zip(
             col("accuracy"),
             col("majority_share"),
             col("balanced_accuracy"),
             col("n_classes"),
             col("top_prediction_share"),
+            col("roc_auc"),
             strict=True,
         )
     ]

@@ -165,7 +165,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, n_classes: int
     )
     out["degenerate"] = bool(
         degenerate_rule(
-            out["accuracy"], out["majority_share"], out["balanced_accuracy"], n_classes, out["top_prediction_share"]
+            out["accuracy"], out["majority_share"], out["balanced_accuracy"], n_classes, out["top_prediction_share"],
+            roc_auc=out["roc_auc"],
         )
     )
     return out
