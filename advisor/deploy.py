@@ -20,7 +20,7 @@ Everything is written to a temporary sibling folder and renamed at the end, so t
 complete or untouched. Nothing of the user's is ever removed: ``--force`` replaces only a folder holding the marker,
 ``labels.json`` and ``metrics.json`` and nothing else; an ``--out`` that is, contains or lies inside ``--data-dir``
 is refused; writability of ``--out`` and the cache is probed before training. ``predict`` decodes images with the
-training code (``study.data.loaders.decode_image``); unreadable files are reported one by one, the rest predicted.
+training code (``study.data.readers.decode_image``); unreadable files are reported one by one, the rest predicted.
 """
 
 from __future__ import annotations
@@ -358,7 +358,7 @@ def load_labels(model_dir: str | Path) -> tuple[Path, dict[str, Any]]:
 def image_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
     """The image files named by ``paths`` (a folder stands for every image under it, sorted) and one problem line
     per path that names no image (missing, or a folder without images)."""
-    from study.data.loaders import IMAGE_EXTENSIONS
+    from study.data.readers import IMAGE_EXTENSIONS
 
     files: list[Path] = []
     problems: list[str] = []
@@ -385,7 +385,7 @@ def predict(
 
     One bad file never costs the predictions of the others; a problem with the model itself is an ``AdvisorError``.
     """
-    from study.data.loaders import decode_image
+    from study.data.readers import decode_image
 
     folder, labels = load_labels(model_dir)
     names, size = list(labels["class_names"]), int(labels["image_size"])

@@ -30,7 +30,7 @@ HELD_OUT_PARTS = ("test", "validation", "val")
 
 
 def _has_images(folder: Path) -> bool:
-    from study.data.loaders import IMAGE_EXTENSIONS
+    from study.data.readers import IMAGE_EXTENSIONS
 
     for _, _, files in os.walk(folder):
         if any(Path(f).suffix.lower() in IMAGE_EXTENSIONS and not f.startswith(".") for f in files):

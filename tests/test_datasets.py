@@ -35,7 +35,8 @@ from study.data.datasets import (
     unregister_dataset,
     with_root,
 )
-from study.data.loaders import ImageSet, decode_image, load_dataset, read_idx
+from study.data.loaders import ImageSet, load_dataset
+from study.data.readers import decode_image, read_idx
 from study.errors import DatasetUnavailableError, StudyError
 
 SIZE = 32

@@ -38,7 +38,7 @@ def lite0_with_top(weights_dirs):
 
 
 def _photos(datapack: Path, cls: str, n: int = 10) -> np.ndarray:
-    from study.data.loaders import decode_image
+    from study.data.readers import decode_image
 
     files = sorted((datapack / "cats_and_dogs_filtered" / "validation" / cls).glob("*.jpg"))[:n]
     return np.stack([decode_image(f, 224) for f in files]).astype("float32")

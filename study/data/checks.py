@@ -3,7 +3,7 @@
 A folder registered by a grid file (``[datasets.NAME] path = ...``) or a plugin is read by the same loader as
 every cell (``load_dataset``), so everything a cell would trip over is found here first, as one line naming the
 folder and the fix: no class folders, an empty class, a non-image file, too many unreadable images (a handful
-are skipped: ``loaders.UNREADABLE_SKIP_MAX``), a single class, a class too small to split, or fewer images than
+are skipped: ``readers.UNREADABLE_SKIP_MAX``), a single class, a class too small to split, or fewer images than
 a requested training-set size. The decode is not wasted: it fills the decoded cache that the cells then read.
 
 The advisor's ``train``/``recommend`` can call ``check_loaded`` on the folder it loaded for the same messages.
