@@ -11,6 +11,7 @@ import pytest
 from test_reports import Page, _png_size
 
 from reports import build, data, figures
+from reports import context as report_context
 from study.analysis import backbones as bb
 from study.analysis import tables as analysis
 from study.engine.store import ResultsStore, make_cell_key
@@ -185,7 +186,7 @@ def _only_the_backbones_view(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("accuracy_vs_size", "strategy_map", "gain_over_scratch", "gain_vs_similarity", "cost_vs_accuracy",
                  "learning_curves"):  # fmt: skip
         monkeypatch.setattr(figures, name, skipped)
-    monkeypatch.setattr(build, "advisor_section", lambda *_: {"available": False, "reason": "not under test"})
+    monkeypatch.setattr(report_context, "advisor_section", lambda *_: {"available": False, "reason": "not under test"})
 
 
 def test_report_section_and_cli_show_the_same_numbers(
