@@ -2,8 +2,8 @@
 
 The report (default ``reports/report.html``) embeds its figures as PNG data URIs and its scripts inline, so it
 opens offline from any folder; the exported tables (``runs.csv`` / ``runs.parquet``) are written beside it and
-linked relatively. It only reads the store: a failed report never touches a result. ``study.run`` calls
-``build_report(store)`` at the end of a sweep.
+linked relatively. It only reads the store: a failed report never touches a result, and it can run while a sweep
+does. ``make study`` runs it after the sweep (``study`` never imports ``reports``).
 """
 
 from __future__ import annotations
