@@ -76,6 +76,21 @@ def tiny_components(datapack):
         yield
 
 
+def run_advisor(*argv: str) -> tuple[int, str, str]:
+    """``advisor ARGV`` in this process: (exit status, stdout, stderr)."""
+    import io
+
+    from advisor.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture(scope="session")
 def weights_dirs(keras_cache):
     """Where the tests' backbones find pretrained weights: ../shared/keras, converted ones in the test cache."""

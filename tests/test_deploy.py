@@ -13,16 +13,13 @@ cats_and_dogs_filtered) is shared by the module. Tolerances, stated once:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from advisor.cli import main
+from conftest import run_advisor as run_cli
 
 IMAGE_SIZE = 64
 TRAIN_PER_CLASS = 20
@@ -44,14 +41,6 @@ def cats_and_dogs_folder(datapack: Path, root: Path) -> Path:
     return root
 
 
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

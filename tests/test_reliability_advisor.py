@@ -7,8 +7,6 @@ tests that need a model folder. Every refusal is checked to leave every file exa
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -18,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_advisor as run_cli
 
 from advisor.cli import PREDICT_PARTIAL, main
 
@@ -26,14 +25,6 @@ NOISE = ("oneDNN custom operations", "Could not find cuda drivers", "cuInit", "a
          "cpu_feature_guard", "This TensorFlow binary is optimized")  # fmt: skip
 
 
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_line_error(code: int, err: str, message: str) -> None:
