@@ -33,6 +33,7 @@ from typing import Any, NoReturn
 from advisor.data import OTHER, AdvisorError
 from advisor.fitted import load_fitted
 from study.cli_support import add_verbose_flag, quiet_tensorflow
+from study.data.datasets import known_domains
 from study.errors import StudyError
 from study.train.deploy import VARIANTS
 
@@ -48,6 +49,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def _domain_labels() -> str:
+    """The registry's domain labels (``study.data.datasets.known_domains``) plus ``other``, for help and errors."""
+    return ", ".join([*known_domains(), OTHER])
+
+
 def _parser() -> argparse.ArgumentParser:
     verbosity = argparse.ArgumentParser(add_help=False)
     add_verbose_flag(verbosity, default=argparse.SUPPRESS)  # after the sub-command too: `advisor train -v ...`
@@ -61,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("fit", parents=[common], help="fit and print what the advisor was fitted on")
     rec = sub.add_parser("recommend", parents=[common], help="ranked strategies and backbones for a dataset")
     rec.add_argument("--n-images", type=int, help="labelled training images you have")
-    rec.add_argument("--domain", help="domain label, e.g. natural, medical, digits, satellite (or other)")
+    rec.add_argument("--domain", help=f"domain label: one of {_domain_labels()} (README: which label fits your data)")
     rec.add_argument("--n-classes", type=int, help="number of classes")
     rec.add_argument("--image-size", type=int, help="network input size in pixels (default: the study's)")
     rec.add_argument("--backbone", help="only this backbone (and backbone-free strategies)")
@@ -74,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", parents=[common], help="train the advised strategy on a folder and export it")
     tr.add_argument("--data-dir", required=True, help="image folder: one sub-folder per class, or train/ + test/ "
                     "(a val/ beside them joins train/)")  # fmt: skip
-    tr.add_argument("--domain", help="domain label (default: other; the measured domain gap informs the advice)")
+    tr.add_argument("--domain", help=f"domain label: one of {_domain_labels()} (default: other; the measured domain "
+                    "gap informs the advice)")  # fmt: skip
     tr.add_argument("--strategy", help="train this strategy instead of the advisor's top one")
     tr.add_argument("--backbone", help="use this backbone instead of the advisor's")
     tr.add_argument("--trials", type=int, default=1, help="tuning trials (the study's Optuna budget; default 1)")
@@ -137,8 +144,7 @@ def _recommend(args: argparse.Namespace) -> int:
     if args.n_images is not None and args.n_images <= 0:
         raise AdvisorError(f"--n-images must be a positive number of labelled images, got {args.n_images}")
     if args.domain is None and not args.data_dir:
-        raise AdvisorError("--domain is required (e.g. natural, medical, digits, satellite, other) unless --data-dir "
-                           "is given")  # fmt: skip
+        raise AdvisorError(f"--domain is required (one of {_domain_labels()}) unless --data-dir is given")
     domain = args.domain or OTHER
     folder = None
     if args.data_dir:

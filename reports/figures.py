@@ -24,6 +24,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator, ScalarFormatter
 
 from reports.data import curve_frame, has_curves
+from study.data.datasets import known_domains
 from study.engine.store import NO_BACKBONE
 from study.train.strategies import strategy_or_none, strategy_records
 
@@ -328,11 +329,12 @@ def gain_vs_similarity(cells: pd.DataFrame, score: str, correlation: Mapping[str
     px = int(cells["image_size"].iloc[0])
     best = cells.assign(domain=cells["domain"].fillna("unknown"), N=cells["n_images"].astype(int).astype(str))
     size_order = [str(n) for n in sorted(best["n_images"].astype(int).unique())]
+    domain_order = _present(known_domains(), best["domain"])  # the registry's order: one marker per label everywhere
     with theme():
         fig, ax = plt.subplots(figsize=(7.2, 4.2))
         ax.axhline(0.0, color="black", linewidth=1)
-        sns.scatterplot(data=best, x=score, y="gain", hue="N", hue_order=size_order, style="domain", s=70,
-                        palette="viridis", ax=ax)  # fmt: skip
+        sns.scatterplot(data=best, x=score, y="gain", hue="N", hue_order=size_order, style="domain",
+                        style_order=domain_order, s=70, palette="viridis", ax=ax)  # fmt: skip
         for r in best.itertuples():
             if not (pd.isna(r.gain_ci_low) or pd.isna(r.gain_ci_high)):
                 ax.plot([getattr(r, score)] * 2, [r.gain_ci_low, r.gain_ci_high], color="#888888", linewidth=0.8,

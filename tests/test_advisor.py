@@ -510,6 +510,17 @@ def test_cli_bad_inputs(capsys, export_dir, argv, message):
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_cli_domain_help_lists_the_registry_labels(capsys):
+    """The --domain help of recommend and train names every label of the registry's taxonomy, and other."""
+    from study.data.datasets import known_domains
+
+    for command in ("recommend", "train"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert f"one of {', '.join([*known_domains(), 'other'])}" in help_text, command
+
+
 def test_cli_bad_data_dirs(capsys, export_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

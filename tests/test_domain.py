@@ -88,3 +88,15 @@ def test_ladder_keeps_labels_and_sizes_and_is_deterministic(loader):
 def test_unknown_shift_is_a_clear_error():
     with pytest.raises(StudyError, match="unknown domain shift 'blur'.*permute"):
         describe("mnist@blur")
+
+
+def test_grouped_datasets_give_their_probes_the_sample_groups(loader):
+    """A grouped dataset's probes get one group id per sampled image (so their folds keep slides whole); an
+    ungrouped one gets None (plain stratified folds)."""
+    from study.probes.domain import _sample_index, sample_groups
+
+    malaria = loader("malaria_cells", 32)
+    groups = sample_groups(malaria)
+    np.testing.assert_array_equal(groups, malaria.pool.groups[_sample_index(malaria)])
+    assert len(groups) == min(SAMPLE, len(malaria.pool)) and 2 < len(np.unique(groups)) < len(groups)
+    assert sample_groups(loader("mnist", 32)) is None

@@ -171,6 +171,42 @@ def test_probes_handle_tiny_classes_and_string_labels() -> None:
         knn_accuracy(f, np.zeros(len(f)))
 
 
+def _near_duplicate_groups(n_groups: int = 30, per_group: int = 8, d: int = 128, seed: int = 20):
+    """Groups of near-duplicates (one patient's slices, one sign's track) with a label drawn per group at random:
+    the features say which group an image is from and nothing about its class."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_groups, d))
+    group_labels = np.repeat([0, 1], n_groups // 2)
+    rng.shuffle(group_labels)
+    groups = np.repeat(np.arange(n_groups), per_group)
+    f = centres[groups] + 0.01 * rng.normal(size=(groups.size, d))
+    return f, group_labels[groups], groups
+
+
+def test_grouped_folds_do_not_leak_near_duplicates() -> None:
+    f, y, groups = _near_duplicate_groups()
+    # Ungrouped folds put a group's near-duplicates on both sides: both probes look almost perfect.
+    assert knn_accuracy(f, y) > 0.95
+    assert linear_probe_accuracy(f, y) > 0.95
+    # Grouped folds keep each group in one fold: labels are random per group, so the probes fall to chance.
+    assert knn_accuracy(f, y, groups=groups) < 0.7
+    assert linear_probe_accuracy(f, y, groups=groups) < 0.7
+    # Group ids of any type; a single group, or a length mismatch, is a one-line error.
+    assert knn_accuracy(f, y, groups=[f"slide{g}" for g in groups]) < 0.7
+    with pytest.raises(StudyError, match="2 groups"):
+        knn_accuracy(f, y, groups=np.zeros(len(y)))
+    with pytest.raises(StudyError, match="groups has"):
+        linear_probe_accuracy(f, y, groups=groups[:-1])
+
+
+def test_grouped_folds_without_leakage_match_the_signal() -> None:
+    """Where classes are truly separable, group-aware folds still find it (they are not simply pessimistic)."""
+    f, y = _blobs(30, 4, 12, sep=2.0, seed=10)
+    groups = np.arange(len(y)) % 15
+    assert knn_accuracy(f, y, groups=groups) > 0.85
+    assert linear_probe_accuracy(f, y, groups=groups) > 0.85
+
+
 def test_similarity_report_has_every_score() -> None:
     f, y = _blobs(20, 3, 8, sep=2.0, seed=13)
     ref = np.random.default_rng(14).normal(size=(50, 8))
@@ -185,6 +221,9 @@ def test_similarity_report_has_every_score() -> None:
         "linear_probe_accuracy",
         "frechet_distance",
         "frechet_covariance",
+        "cv_groups",
     }
     assert report["frechet_covariance"] == "empirical" and report["frechet_distance"] > 0
+    assert report["cv_groups"] is None
+    assert similarity_report(f, y, groups=np.arange(len(y)) // 4)["cv_groups"] == len(y) // 4
     assert math.isnan(similarity_report(f, y)["frechet_distance"])

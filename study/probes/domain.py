@@ -8,7 +8,9 @@ that the cells reuse anyway), and computes (``study.probes.similarity``):
   and to a fixed reference of natural photos: ``REFERENCE_PER_DATASET`` images from each of the data pack's
   natural-photo pools (``REFERENCE_DATASETS``), at the same size and backbone. Lower = closer to natural photos.
 - ``logme`` (You et al., ICML 2021): label-aware transferability of the frozen features; higher = better.
-- ``knn_accuracy`` / ``linear_probe_accuracy``: 5-fold cross-validated on the same sample.
+- ``knn_accuracy`` / ``linear_probe_accuracy``: 5-fold cross-validated on the same sample; for a dataset with
+  groups (``DatasetSpec.group_pattern``: patients, slides, tracks) the folds keep each group whole, as the study's
+  own splits do, so near-duplicates from one group never sit on both sides of a fold.
 
 The same function serves a user's own folder (``--data-dir`` in the advisor): ~500 images take well under a
 minute on CPU at 96 px.
@@ -45,10 +47,19 @@ def _cell(ds: LoadedDataset, size: int, idx: np.ndarray) -> CellData:
 def sample_features(ds: LoadedDataset, spec: BackboneSpec, size: int, engine: FeatureEngine, n: int = SAMPLE
                     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Pooled frozen features and labels of a fixed stratified sample of the pool (deterministic)."""
-    n = min(n, len(ds.pool))
-    idx = stratified_subset(ds.pool.labels, n, seed=0) if n < len(ds.pool) else np.arange(len(ds.pool))
+    idx = _sample_index(ds, n)
     feats = engine.pooled(_cell(ds, size, idx), spec, "pool", idx)[0]
     return feats.astype(np.float64), ds.pool.labels[idx]
+
+
+def _sample_index(ds: LoadedDataset, n: int = SAMPLE) -> np.ndarray:
+    n = min(n, len(ds.pool))
+    return stratified_subset(ds.pool.labels, n, seed=0) if n < len(ds.pool) else np.arange(len(ds.pool))
+
+
+def sample_groups(ds: LoadedDataset, n: int = SAMPLE) -> np.ndarray | None:
+    """The group id of each image of ``sample_features``' sample (None for a dataset without groups)."""
+    return None if ds.pool.groups is None else ds.pool.groups[_sample_index(ds, n)]
 
 
 def reference_features(spec: BackboneSpec, size: int, engine: FeatureEngine, load: Any) -> np.ndarray:
@@ -64,7 +75,7 @@ def measure(ds: LoadedDataset, backbone: str, size: int, engine: FeatureEngine, 
     spec = get_backbone(backbone)
     feats, labels = sample_features(ds, spec, size, engine)
     ref = reference_features(spec, size, engine, load)
-    report = similarity_report(feats, labels, ref)
+    report = similarity_report(feats, labels, ref, groups=sample_groups(ds))
     report.update(backbone=backbone, image_size=size, reference=list(REFERENCE_DATASETS),
                   reference_n=int(len(ref)), seconds=time.perf_counter() - t0)  # fmt: skip
     return report

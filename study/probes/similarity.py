@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 
 from study.errors import StudyError
@@ -217,12 +217,21 @@ def logme_evidence(F: npt.ArrayLike, y: npt.ArrayLike, alpha: float, beta: float
 # ----------------------------------------------------------------------------------------------------------
 
 
-def knn_accuracy(F: npt.ArrayLike, y: npt.ArrayLike, k: int = 5, folds: int = 5, seed: int = 0) -> float:
+def knn_accuracy(
+    F: npt.ArrayLike,
+    y: npt.ArrayLike,
+    k: int = 5,
+    folds: int = 5,
+    seed: int = 0,
+    groups: npt.ArrayLike | None = None,
+) -> float:
     """Stratified cross-validated accuracy of a k-nearest-neighbour classifier on L2-normalised features.
 
     Normalised features make Euclidean neighbours cosine neighbours, the usual choice for pooled CNN
     features. Folds shrink to the smallest class count (at least 2), and ``k`` to the smallest training
     fold, so tiny data sets still get a number. The accuracy is pooled over all out-of-fold predictions.
+    ``groups`` (one id per row: patient, slide, track) keeps each group inside one fold, as the study's
+    splits do; otherwise a near-duplicate from the same group in the training fold inflates the score.
     """
     if k < 1:
         raise StudyError(f"k must be at least 1, got {k}")
@@ -232,15 +241,23 @@ def knn_accuracy(F: npt.ArrayLike, y: npt.ArrayLike, k: int = 5, folds: int = 5,
         model = KNeighborsClassifier(n_neighbors=min(k, train_x.shape[0]))
         return model.fit(train_x, train_y).predict(test_x)
 
-    return _cross_validate(f, labels, folds, seed, fit_predict)
+    return _cross_validate(f, labels, folds, seed, fit_predict, groups)
 
 
-def linear_probe_accuracy(F: npt.ArrayLike, y: npt.ArrayLike, folds: int = 5, seed: int = 0, c: float = 1.0) -> float:
+def linear_probe_accuracy(
+    F: npt.ArrayLike,
+    y: npt.ArrayLike,
+    folds: int = 5,
+    seed: int = 0,
+    c: float = 1.0,
+    groups: npt.ArrayLike | None = None,
+) -> float:
     """Stratified cross-validated accuracy of L2-regularised logistic regression on L2-normalised features.
 
     The cheap stand-in for "train only the head": if a linear classifier on frozen features is already
     good, feature extraction is a strong strategy. ``c`` is scikit-learn's inverse regularisation.
-    Fold handling as ``knn_accuracy``; a training fold that holds a single class predicts that class.
+    Fold handling (and ``groups``) as ``knn_accuracy``; a training fold that holds a single class predicts that
+    class.
     """
     if c <= 0:
         raise StudyError(f"c must be positive, got {c}")
@@ -250,7 +267,7 @@ def linear_probe_accuracy(F: npt.ArrayLike, y: npt.ArrayLike, folds: int = 5, se
         model = LogisticRegression(C=c, max_iter=2000)
         return model.fit(train_x, train_y).predict(test_x)
 
-    return _cross_validate(f, labels, folds, seed, fit_predict)
+    return _cross_validate(f, labels, folds, seed, fit_predict, groups)
 
 
 def similarity_report(
@@ -261,13 +278,16 @@ def similarity_report(
     folds: int = 5,
     seed: int = 0,
     covariance: Covariance = "auto",
+    groups: npt.ArrayLike | None = None,
 ) -> dict[str, Any]:
     """Every score for one (dataset, backbone) feature set, keyed by name, ready to become a table row.
 
     Keys: ``n``, ``d``, ``n_classes``, ``majority_share`` (the chance level the probes must beat),
     ``logme``, ``knn_accuracy``, ``linear_probe_accuracy`` and, when ``F_reference`` (e.g. features of
     ImageNet images through the same backbone) is given, ``frechet_distance`` and
-    ``frechet_covariance`` (the estimator used); without it those two are NaN and None.
+    ``frechet_covariance`` (the estimator used); without it those two are NaN and None. ``groups`` makes the
+    probes' folds group-aware (``knn_accuracy``); ``cv_groups`` records how many groups the folds kept whole
+    (None: ungrouped folds).
     """
     f = _features(F, "F")
     labels = _labels(y, f.shape[0])
@@ -278,8 +298,9 @@ def similarity_report(
         "n_classes": int(counts.size),
         "majority_share": float(counts.max() / counts.sum()),
         "logme": logme(f, labels),
-        "knn_accuracy": knn_accuracy(f, labels, k=k, folds=folds, seed=seed),
-        "linear_probe_accuracy": linear_probe_accuracy(f, labels, folds=folds, seed=seed),
+        "knn_accuracy": knn_accuracy(f, labels, k=k, folds=folds, seed=seed, groups=groups),
+        "linear_probe_accuracy": linear_probe_accuracy(f, labels, folds=folds, seed=seed, groups=groups),
+        "cv_groups": None if groups is None else int(np.unique(_row_groups(groups, f.shape[0])).size),
         "frechet_distance": math.nan,
         "frechet_covariance": None,
     }
@@ -334,18 +355,39 @@ def _probe_inputs(F: npt.ArrayLike, y: npt.ArrayLike) -> tuple[_F64, npt.NDArray
     return f / np.where(norms > 0, norms, 1.0), labels
 
 
-def _cross_validate(f: _F64, labels: npt.NDArray[Any], folds: int, seed: int, fit_predict: Any) -> float:
-    """Pooled out-of-fold accuracy over stratified folds, reduced to what the smallest class allows."""
+def _row_groups(groups: npt.ArrayLike, n: int) -> npt.NDArray[Any]:
+    g = np.asarray(groups).reshape(-1)
+    if g.size != n:
+        raise StudyError(f"groups has {g.size} values but the features have {n} rows")
+    return g
+
+
+def _cross_validate(
+    f: _F64, labels: npt.NDArray[Any], folds: int, seed: int, fit_predict: Any, groups: npt.ArrayLike | None = None
+) -> float:
+    """Pooled out-of-fold accuracy over stratified folds, reduced to what the smallest class allows.
+
+    With ``groups`` the folds are ``StratifiedGroupKFold``'s (each group in one fold, classes spread as evenly as
+    whole groups allow), also capped at the number of groups.
+    """
     if folds < 2:
         raise StudyError(f"folds must be at least 2, got {folds}")
     _, counts = np.unique(labels, return_counts=True)
     n_splits = max(2, min(folds, int(counts.min())))
-    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    splitter: StratifiedKFold | StratifiedGroupKFold = StratifiedKFold(n_splits, shuffle=True, random_state=seed)
+    group_ids = None
+    if groups is not None:
+        group_ids = _row_groups(groups, labels.size)
+        n_groups = np.unique(group_ids).size
+        if n_groups < 2:
+            raise StudyError("a grouped probe needs at least 2 groups; pass groups=None for ungrouped folds")
+        n_splits = min(n_splits, n_groups)
+        splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
     predictions = np.empty(labels.shape, dtype=labels.dtype)
     with warnings.catch_warnings():
         # A singleton class cannot appear in every fold; sklearn warns, the pooled accuracy is still fair.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        splits = list(splitter.split(f, labels))
+        splits = list(splitter.split(f, labels, group_ids))
     for train, test in splits:
         train_labels = labels[train]
         if np.unique(train_labels).size < 2:
