@@ -221,6 +221,9 @@ def test_budget_and_backbone_filters(fitted):
     only_b = fitted.recommend({"n_images": 3000, "domain": "natural", "backbone": "bb_b"})
     assert {o.backbone for o in only_b.options} <= {"bb_b", "none"}
     with pytest.raises(AdvisorError, match="known backbones: bb_a, bb_b"):
+        fitted.recommend({"n_images": 3000, "domain": "natural", "backbone": "no_such_net"})
+    # a registered backbone without cells in the results: say how to measure it
+    with pytest.raises(AdvisorError, match=r"'vgg16' has no cells in these results \(they hold bb_a, bb_b\); sweep it"):
         fitted.recommend({"n_images": 3000, "domain": "natural", "backbone": "vgg16"})
 
 
