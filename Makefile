@@ -35,7 +35,7 @@ study: install
 	$(if $(findstring --dry-run,$(ARGS)),,$(PY) -m reports.build $(if $(STORE),--store $(STORE)))
 
 test: install lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: install
 	$(PY) -m ruff check .

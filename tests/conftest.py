@@ -108,24 +108,29 @@ def data_dirs(datapack):
 def smoke_store(tmp_path_factory, datapack):
     """One real run of the smoke grid for the whole session: (store URL, the finished process, its folder).
 
-    Several test files inspect real results (sweep, reports, advisor); running the grid once keeps CI short.
+    Several test files inspect real results (sweep, reports, advisor); running the grid once keeps CI short. Under
+    ``pytest -n 2`` (``make test``) the workers share it: the first one to ask runs the grid, the other waits for it
+    (a lock in the session's shared temporary folder).
     """
-    tmp = tmp_path_factory.mktemp("smoke")
+    import fcntl
+    import json
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # .../pytest-N: this session's folder, common to its workers
+    tmp = shared / "smoke-store"
     url = f"sqlite:///{tmp / 'study.db'}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "study.run", "--grid", "smoke", "--store", url, "--log-dir", str(tmp / "logs")],
-        cwd=REPO, capture_output=True, text=True, timeout=900, env=os.environ.copy(),
-    )  # fmt: skip
+    with open(shared / "smoke-store.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = tmp / "process.json"
+        if not record.exists():
+            tmp.mkdir(exist_ok=True)
+            args = [sys.executable, "-m", "study.run", "--grid", "smoke", "--store", url,
+                    "--log-dir", str(tmp / "logs")]  # fmt: skip
+            done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900, env=os.environ.copy())
+            record.write_text(json.dumps([done.args, done.returncode, done.stdout, done.stderr]))
+        proc = subprocess.CompletedProcess(*json.loads(record.read_text()))
     if proc.returncode != 0:
         pytest.fail(f"the smoke grid failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return url, proc, tmp
 
-
-def pytest_collection_modifyitems(config, items):
-    """With ``pytest -n 2 --dist loadgroup`` (``make test``) a test module runs on one worker, so its module-scoped
-    fixtures (trained models, swept stores, a Ray cluster) are built once; the modules that read the session's
-    smoke store share one worker, so the smoke grid is swept once."""
-    smoke = {item.module.__name__ for item in items if "smoke_store" in getattr(item, "fixturenames", ())}
-    for item in items:
-        module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("smoke-store" if module in smoke else module))

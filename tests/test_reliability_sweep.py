@@ -45,11 +45,19 @@ def _clean(stderr: str) -> None:
 # ------------------------------------------------------------------------------------------- SIGINT / SIGTERM
 
 
+def _as_in_a_terminal() -> None:
+    """The sweep gets SIGINT/SIGTERM as a terminal's foreground job does, even when the test runner itself was
+    started in the background (where SIGINT is ignored and, rightly, stays ignored in the children)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _interrupt(args: list[str], env: dict[str, str], sig: int, store_path: Path, pause_dir: Path,
                need_complete: int) -> tuple[subprocess.CompletedProcess, list[dict]]:
     """Start the sweep, wait until a cell is in flight (and ``need_complete`` rows are complete), send ``sig``."""
     proc = subprocess.Popen([sys.executable, "-m", "study.run", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_as_in_a_terminal)  # fmt: skip
     deadline, store = time.time() + 240, None
     try:
         while time.time() < deadline and proc.poll() is None:
