@@ -30,14 +30,6 @@ def data_dirs() -> list[Path]:
     return dirs or [DEFAULT_HOME / "data"]
 
 
-def download_dir() -> Path:
-    """Where a missing dataset is downloaded to: the first writable data directory."""
-    for d in data_dirs():
-        if d.exists() and os.access(d, os.W_OK):
-            return d
-    return DEFAULT_HOME / "data"
-
-
 def cache_dir() -> Path:
     """Root of derived, rebuildable files (decoded images, activation cache)."""
     return Path(os.environ.get("TRANSFER_STUDY_CACHE", DEFAULT_HOME / "cache")).expanduser()

@@ -105,7 +105,7 @@ def test_the_architecture_check_can_fail():
 
 
 ENTRY_MODULES = {"study.config", "study.cli_support", "study", "study.run"}
-ENVIRONMENT_READERS = {"data_dirs", "cache_dir", "keras_home", "download_dir", "weights_dirs"}
+ENVIRONMENT_READERS = {"data_dirs", "cache_dir", "keras_home", "weights_dirs"}
 
 
 def test_below_the_entry_points_nothing_reads_the_environment():

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from study.config import WeightsDirs
+from study.data.download import file_digest
 from study.errors import StudyError, WeightsUnavailableError
 from study.zoo import backbones as bb
 from study.zoo import efficientnet_lite as el
@@ -68,7 +69,7 @@ def test_reader_matches_the_files_tensors(variant):
     """Every state-dict entry: name, shape, dtype and a checksum of its values as recorded; counters dropped."""
     v = el.get_variant(variant)
     path = el.source_file(v)
-    assert el.sha256(path) == v.pth_sha256 == RECORDED[variant]["pth_sha256"]
+    assert file_digest(path, "sha256") == v.pth_sha256 == RECORDED[variant]["pth_sha256"]
     state = pth.read_state_dict(path)
     got = {
         k: ["x".join(map(str, a.shape)), str(a.dtype), hashlib.sha256(a.tobytes()).hexdigest()[:16]]
@@ -197,7 +198,7 @@ def test_conversion_is_deterministic_and_skips_a_read_only_keras_home(tmp_path, 
         path = bb.resolve_weights(spec, dirs)
         assert path == tmp_path / "cache" / "keras" / "models" / spec.weights_file
         assert list((home / "models").iterdir()) == []
-        assert el.sha256(path) == spec.weights_sha256
+        assert file_digest(path, "sha256") == spec.weights_sha256
         assert bb.weights_available(spec, dirs)
         path.write_bytes(path.read_bytes()[:-1])  # corrupt it: refused, not silently used
         with pytest.raises(WeightsUnavailableError, match="corrupt.*delete it"):

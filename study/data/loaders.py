@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from study import config
 from study.data.datasets import DatasetSpec, get_dataset
 from study.data.decoded_cache import cache_key, read_cache, write_cache
 from study.data.readers import (
@@ -139,11 +140,12 @@ def _group_array(spec: DatasetSpec, pool_ids: list[str], test_ids: list[str]) ->
 
 
 def default_download_dir(data_dirs: list[Path]) -> Path:
-    """Where a missing dataset is downloaded: the first existing, writable data directory, else the first one."""
+    """Where a missing dataset is downloaded: the first existing, writable data directory, else the study's own
+    data folder under the user's home (``study.config.DEFAULT_HOME``)."""
     for d in data_dirs:
         if d.exists() and os.access(d, os.W_OK):
             return d
-    return data_dirs[0]
+    return config.DEFAULT_HOME / "data"
 
 
 def resolve_root(

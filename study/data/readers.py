@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from study.data.datasets import IDX_IMAGES, IDX_LABELS, DatasetSpec
+from study.data.download import file_digest
 from study.errors import StudyError
 
 #: Bump when decoding changes (resampling, colour handling): it invalidates every decoded cache.
@@ -244,14 +245,6 @@ def _allow_unreadable(dataset: str, root: Path, bad: dict[str, str], total: int)
     )
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_labels(labels: np.ndarray, n_classes: int | None, source: str) -> np.ndarray:
     """Labels as int64 (N,); (N, 1) is flattened, (N, k>1) is multi-label and refused."""
     labels = np.asarray(labels)
@@ -307,7 +300,7 @@ def _scan_npz(spec: DatasetSpec, root: Path) -> Scan:
             raise StudyError(f"cannot read {path}: {' '.join(str(exc).split())[:120]}; re-download it") from None
         return out
 
-    return Scan(class_names, _file_sha256(path), decode)
+    return Scan(class_names, file_digest(path, "sha256"), decode)
 
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
@@ -353,7 +346,7 @@ def _scan_idx(spec: DatasetSpec, root: Path) -> Scan:
     h = hashlib.sha256()
     for p in spec.parts:
         for f in files[p]:
-            h.update(f"{f.name}\t{_file_sha256(f)}\n".encode())
+            h.update(f"{f.name}\t{file_digest(f, 'sha256')}\n".encode())
     labels_by_part = {p: read_idx(files[p][1], 1) for p in spec.parts}
     class_names = _names_from_labels(spec, list(labels_by_part.values()))
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from study.data.download import file_digest
 from study.errors import StudyError, WeightsUnavailableError
 from study.zoo.pth import read_state_dict
 
@@ -295,14 +296,6 @@ def source_file(variant: Variant) -> Path:
     return path
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def writable(directory: Path) -> bool:
     """True when ``directory`` (or its nearest existing parent) may be written: permission bits *and* access, so a
     read-only shared cache stays untouched even for root (who passes ``os.access`` everywhere)."""
@@ -319,7 +312,7 @@ def convert(variant: Variant, dest: Path, expected_sha256: str | None = None) ->
     so a changed package or converter cannot slip different weights under a recorded checksum.
     """
     src = source_file(variant)
-    if sha256(src) != variant.pth_sha256:
+    if file_digest(src, "sha256") != variant.pth_sha256:
         raise WeightsUnavailableError(
             f"{src} differs from the published file (sha256 {variant.pth_sha256[:12]}...): reinstall {variant.pip_name}"
         )
