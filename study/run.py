@@ -14,10 +14,14 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from study import config
 from study.cli_support import add_verbose_flag, quiet_tensorflow
 from study.errors import StudyError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _csv(kind: type) -> object:
@@ -142,11 +146,15 @@ def _run(args: argparse.Namespace) -> int:
         raise StudyError(f"grid {grid.name!r} has no runnable cells ({len(skipped)} skipped); check --sizes")
     url = args.store or default_url(create=False)
     # An existing store is opened now; a new one only once every check below has passed (no empty file left).
+    import pandas as pd
+
     store = ResultsStore(url) if store_exists(url) else None
-    _check_budgets(store, cells)
+    held = store.to_frame() if store else pd.DataFrame()  # read once: the checks and the estimate share it
+    complete = held[held["status"] == "complete"] if not held.empty else held
+    _check_budgets(held, cells)
     done = store.finished_keys() if store else set()
     todo = [c for c in cells if c.key not in done]
-    rates = history_rates(store) if store else {}
+    rates = history_rates(complete)
     eta = sum(estimate_seconds(c, rates) for c in todo)
     shown = store.display_url if store else url
     print(
@@ -175,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if store is not None:
-        _check_fingerprints(store, cells, data_dirs)
+        _check_fingerprints(complete, store.display_url, cells, data_dirs)
         _hint_failed(store, todo, args.retry_failed)
     else:
         store = ResultsStore(args.store or default_url())
@@ -211,13 +219,13 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _check_budgets(store: object | None, cells: list) -> None:
-    """Refuse, before training, cells whose comparison the store already holds under another training budget."""
+def _check_budgets(held: pd.DataFrame, cells: list) -> None:
+    """Refuse, before training, cells whose comparison the store (its rows: ``held``) already holds under another
+    training budget."""
     import pandas as pd
 
     from study.analysis.stats import check_one_budget
 
-    held = store.to_frame() if store is not None else pd.DataFrame()  # type: ignore[attr-defined]
     if not held.empty:
         held = held[held["status"].isin(["complete", "running"])]
     planned = pd.DataFrame([c.store_fields() for c in cells])
@@ -228,7 +236,7 @@ def _check_budgets(store: object | None, cells: list) -> None:
     )
 
 
-def _check_fingerprints(store: object, cells: list, data_dirs: list[Path]) -> None:
+def _check_fingerprints(frame: pd.DataFrame, store_url: str, cells: list, data_dirs: list[Path]) -> None:
     """Refuse a sweep whose dataset's data changed under results the store already holds for that name.
 
     A cell is "the same cell" only on the same data: the rows' ``provenance.data_checksum`` must equal the
@@ -236,8 +244,7 @@ def _check_fingerprints(store: object, cells: list, data_dirs: list[Path]) -> No
     """
     from study.data.catalog import fingerprint
 
-    frame = store.to_frame(status="complete")  # type: ignore[attr-defined]
-    if frame.empty:
+    if frame.empty:  # the store's complete rows
         return
     frame = frame[frame["dataset"].isin({c.dataset for c in cells})]
     for name, rows in frame.groupby("dataset"):
@@ -246,7 +253,7 @@ def _check_fingerprints(store: object, cells: list, data_dirs: list[Path]) -> No
         if now is not None and stored != {now}:
             old = ", ".join(sorted(s[:12] for s in stored))
             raise StudyError(
-                f"dataset {name!r} is not the data that {len(rows)} complete cells in {store.display_url} were "  # type: ignore[attr-defined]
+                f"dataset {name!r} is not the data that {len(rows)} complete cells in {store_url} were "
                 f"trained on (data fingerprint {old} then, {now[:12]} now); to keep both, register the new data "
                 "under another name in the grid file, or sweep into another --store"
             )

@@ -82,15 +82,15 @@ def estimate_seconds(cell: Cell, history: dict[tuple, tuple[float, float]] | Non
     return cell.trials * (strategy.fixed_seconds + train) + extract / 4 + deploy
 
 
-def history_rates(store: ResultsStore) -> dict[tuple, tuple[float, float]]:
+def history_rates(frame: Any) -> dict[tuple, tuple[float, float]]:
     """Per (strategy, backbone, image size): seconds per trial = fixed + per_image x N, fitted on finished rows.
 
-    A cell's cost is a fixed part (building and tracing models) plus a part that grows with N; with one size
-    measured so far the fixed part is all that is known, and larger sizes are underestimated until more finish.
+    ``frame``: the store's complete rows (``ResultsStore.to_frame``). A cell's cost is a fixed part (building and
+    tracing models) plus a part that grows with N; with one size measured so far the fixed part is all that is known,
+    and larger sizes are underestimated until more finish.
     """
     import numpy as np
 
-    frame = store.to_frame(status="complete")
     if frame.empty:
         return {}
     wall = frame["metrics"].map(lambda m: m.get("wall_seconds") if isinstance(m, dict) else None)
