@@ -92,7 +92,7 @@ def _recipe_model(spec: Any, size: int, cfg: Any, top_k: int | None = None) -> t
 
 def _recipe_fit(model: Any, spec: Any, images: np.ndarray, labels: np.ndarray, tr: Any, va: Any, cfg: Any,
                 lr: float) -> list[dict]:  # fmt: skip
-    from study.train.training import fit, make_dataset
+    from study.train.training import compile_classifier, fit, make_dataset
     from study.zoo.backbones import preprocess_fn
 
     prep = preprocess_fn(spec)
@@ -104,7 +104,8 @@ def _recipe_fit(model: Any, spec: Any, images: np.ndarray, labels: np.ndarray, t
 
     train_ds = make_dataset(images[tr], labels[tr], cfg.batch_size, True, cfg.seed, transform)
     val_ds = make_dataset(images[va], labels[va], cfg.batch_size, False, cfg.seed, transform)
-    return fit(model, train_ds, val_ds, lr, cfg.epochs, cfg.patience, "recipe")
+    compile_classifier(model, lr)
+    return fit(model, train_ds, val_ds, cfg.epochs, cfg.patience, "recipe")
 
 
 def _recipe_accuracy(model: Any, spec: Any, images: np.ndarray, labels: np.ndarray) -> float:

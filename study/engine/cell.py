@@ -63,6 +63,7 @@ class CellRunner:
         self.measure_latency = measure_latency
         self._datasets: OrderedDict[tuple[str, int], LoadedDataset] = OrderedDict()
         self._keep = keep_datasets
+        self._figures: dict[tuple, tuple[int, float | None, float | None]] = {}
 
     def dataset(self, name: str, image_size: int) -> LoadedDataset:
         key = (name, image_size)
@@ -139,20 +140,32 @@ class CellRunner:
                         stats0, extract0, t_start)  # fmt: skip
         return TrainedCell(cell, row, result, data, cfg)
 
+    def _model_figures(
+        self, cell: Cell, spec: Any, uses_backbone: bool, n_classes: int, result: FitResult
+    ) -> tuple[int, float | None, float | None]:
+        """(total parameters, MB, CPU latency) of the deployable model: properties of its architecture, so the
+        model is built once per (strategy, backbone, size, classes) in this process, not once per cell."""
+        key = (cell.strategy, spec.name if uses_backbone else None, cell.image_size, n_classes)
+        if key not in self._figures:
+            model = result.model()
+            if model is None:
+                self._figures[key] = (result.trainable_params, None, None)
+            else:
+                mb = float(sum(np.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights) / 1e6)
+                latency = None
+                if self.measure_latency:
+                    arch = (cell.strategy if not uses_backbone else "backbone",
+                            spec.name if uses_backbone else "small_cnn")  # fmt: skip
+                    latency = cpu_latency_ms(model, cell.image_size, (*arch, cell.image_size, n_classes))
+                self._figures[key] = (count_params(model)[1], mb, latency)
+        return self._figures[key]
+
     def _row(
         self, cell: Cell, data: CellData, spec: Any, uses_backbone: bool, cfg: TrainConfig, result: FitResult,
         metrics: dict[str, Any], outcome: Any, retries: int, stats0: tuple[int, int], extract0: float,
         t_start: float,
     ) -> dict[str, Any]:  # fmt: skip
-        model = result.model()
-        total = count_params(model)[1] if model is not None else result.trainable_params
-        model_mb = None
-        if model is not None:
-            model_mb = float(sum(np.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights) / 1e6)
-        latency = None
-        if self.measure_latency and model is not None:
-            arch = (cell.strategy if not uses_backbone else "backbone", spec.name if uses_backbone else "small_cnn")
-            latency = cpu_latency_ms(model, cell.image_size, (*arch, cell.image_size, data.n_classes))
+        total, model_mb, latency = self._model_figures(cell, spec, uses_backbone, data.n_classes, result)
         info = describe_dataset(cell.dataset)
         val = classification_metrics(data.y_val, result.val_proba, data.n_classes)
         stats = self.engine.cache.stats

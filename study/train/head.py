@@ -35,12 +35,13 @@ class HeadWeights:
         return e / e.sum(axis=1, keepdims=True)
 
     def to_keras(self, cfg: TrainConfig, name: str = "head") -> Any:
-        """An ordinary Keras head (Dropout -> Dense softmax, L2) holding these weights."""
+        """An ordinary Keras head (Dropout -> Dense softmax, L2) holding these weights (dropout seeded by the cell's
+        seed, as ``study.train.strategies._head``)."""
         import keras
 
         head = keras.Sequential(
             [
-                keras.layers.Dropout(cfg.dropout),
+                keras.layers.Dropout(cfg.dropout, seed=cfg.seed),
                 keras.layers.Dense(
                     self.kernel.shape[1],
                     activation="softmax",

@@ -28,6 +28,7 @@ import numpy as np
 from study.cache.features import POOLED, FeatureEngine
 from study.data.cell_data import CellData
 from study.registry import Registry
+from study.train import pool
 from study.train.head import HeadWeights, train_head
 from study.train.training import (
     FitResult,
@@ -125,12 +126,17 @@ def _seed(cfg: TrainConfig) -> None:
 
 
 def _head(n_classes: int, cfg: TrainConfig, name: str = "head") -> Any:
-    """GAP'd features -> dropout -> dense softmax (the classifier every pretrained strategy adds)."""
+    """GAP'd features -> dropout -> dense softmax (the classifier every pretrained strategy adds).
+
+    Dropout is seeded by the cell's seed. Unseeded, Keras draws its seed from Python's global random state at
+    construction, which depends on what ran before in the process: a cold activation cache builds a backbone first,
+    so the same cell trained differently with a cold and a warm cache (measured: dropout seed states 980338160 vs
+    906691060, different fine-tuning losses from the first epoch on)."""
     import keras
 
     return keras.Sequential(
         [
-            keras.layers.Dropout(cfg.dropout),
+            keras.layers.Dropout(cfg.dropout, seed=cfg.seed),
             keras.layers.Dense(
                 n_classes, activation="softmax", kernel_regularizer=keras.regularizers.L2(cfg.weight_decay)
             ),
@@ -158,14 +164,14 @@ def _views(cfg: TrainConfig) -> int:
 
 
 def _fit_on_cached(
-    model: Any, train_x: np.ndarray, data: CellData, val_x: np.ndarray, cfg: TrainConfig, lr: float, phase: str
+    model: Any, train_x: np.ndarray, data: CellData, val_x: np.ndarray, cfg: TrainConfig, phase: str
 ) -> list[dict[str, Any]]:
-    """Fit on cached inputs: ``train_x`` is (views, n, ...), ``val_x`` is (n, ...)."""
+    """Fit a compiled model on cached inputs: ``train_x`` is (views, n, ...), ``val_x`` is (n, ...)."""
     train_ds = make_dataset(
         np.moveaxis(train_x, 0, 1), data.y_train, cfg.batch_size, True, cfg.seed, _view_sampler(len(train_x))
     )
     val_ds = make_dataset(val_x, data.y_val, cfg.batch_size, False, cfg.seed)
-    return fit(model, train_ds, val_ds, lr, cfg.epochs, cfg.patience, phase)
+    return fit(model, train_ds, val_ds, cfg.epochs, cfg.patience, phase)
 
 
 @dataclass
@@ -260,6 +266,36 @@ def run_feature_extraction(data: CellData, spec: BackboneSpec, cfg: TrainConfig,
     )
 
 
+def _classifier(features: Any, head: Any, inputs: Any) -> Any:
+    """``inputs`` -> ``features`` (a backbone or its top, inference-mode BatchNorm) -> average pooling -> ``head``."""
+    import keras
+
+    x = features(inputs, training=False)
+    return keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def _reset_pretrained(pooled: pool.Pooled, head: Any) -> None:
+    """A pooled pretrained classifier as a fresh one: ImageNet weights, then the head phase's weights."""
+    pool.assign(pooled.parts["backbone"].variables, pooled.initial["backbone"])
+    pool.assign(pooled.parts["head"].variables, head.variables)
+
+
+def _deployable_later(pooled: pool.Pooled, spec: BackboneSpec, data: CellData, cfg: TrainConfig) -> Callable[[], Any]:
+    """Build the deployable model on demand from the weights the pooled model holds *now* (it trains on later)."""
+    backbone_values = pool.snapshot(pooled.parts["backbone"].variables)
+    head_values = pool.snapshot(pooled.parts["head"].variables)
+
+    def build() -> Any:
+        backbone = build_backbone(spec, data.image_size, weights=None)
+        pool.assign(backbone.variables, backbone_values)
+        head = _head(data.n_classes, cfg)
+        head.build((None, backbone.output.shape[-1]))
+        pool.assign(head.variables, head_values)
+        return deployable(spec, _frozen(backbone), head, data.image_size)
+
+    return build
+
+
 def run_fine_tune_top(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
     import keras
 
@@ -273,19 +309,23 @@ def run_fine_tune_top(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engi
     aval = engine.activations(data, spec, layer, "pool", data.val_idx)[0]
     atest = engine.activations(data, spec, layer, "test", data.test_idx)[0]
 
-    backbone = build_backbone(spec, data.image_size, dirs=engine.weights)
-    prefix, top = split_at(backbone, layer)
-    prefix.trainable = False
-    unfreeze(top)
-    inp = keras.Input(shape=atr.shape[2:])
-    x = top(inp, training=False)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inp, phase.head(x))
+    def build() -> pool.Pooled:
+        backbone = build_backbone(spec, data.image_size, dirs=engine.weights)
+        prefix, top = split_at(backbone, layer)
+        prefix.trainable = False
+        unfreeze(top)
+        head = _head(data.n_classes, cfg)
+        model = _classifier(top, head, keras.Input(shape=atr.shape[2:]))
+        return pool.Pooled(model, {"backbone": backbone, "head": head}, {"backbone": pool.snapshot(backbone.variables)})
+
+    key = ("fine_tune_top", spec.name, data.image_size, layer, data.n_classes, cfg.dropout, cfg.weight_decay)
+    pooled = pool.compiled(key, build, cfg.lr_finetune)
+    _reset_pretrained(pooled, phase.head)
+    model = pooled.model
     t0 = time.perf_counter()
-    curves = phase.curves + _fit_on_cached(model, atr, data, aval, cfg, cfg.lr_finetune, "fine_tune")
+    curves = phase.curves + _fit_on_cached(model, atr, data, aval, cfg, "fine_tune")
     train_seconds = phase.train_seconds + time.perf_counter() - t0
     trainable = count_params(model)[0]
-    backbone.trainable = False  # the deployable model is for inference
     return _finish(
         data,
         spec,
@@ -296,8 +336,8 @@ def run_fine_tune_top(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engi
         curves,
         train_seconds,
         trainable,
-        lambda: deployable(spec, backbone, phase.head, data.image_size),
-        {"views": views, "freeze_point": layer, "top_k": k, "backbone": backbone},
+        _deployable_later(pooled, spec, data, cfg),
+        {"views": views, "freeze_point": layer, "top_k": k},
     )
 
 
@@ -327,16 +367,15 @@ def _image_pipeline(spec: BackboneSpec | None, cfg: TrainConfig, training: bool)
     return transform
 
 
-def _fit_on_images(
-    model: Any, data: CellData, spec: BackboneSpec | None, cfg: TrainConfig, lr: float, phase: str
-) -> Any:
+def _fit_on_images(model: Any, data: CellData, spec: BackboneSpec | None, cfg: TrainConfig, phase: str) -> Any:
+    """Fit a compiled model on the cell's images (``spec``: whose preprocessing, None = the model's own)."""
     train_ds = make_dataset(
         data.pool.images[data.train_idx], data.y_train, cfg.batch_size, True, cfg.seed, _image_pipeline(spec, cfg, True)
     )
     val_ds = make_dataset(
         data.pool.images[data.val_idx], data.y_val, cfg.batch_size, False, cfg.seed, _image_pipeline(spec, cfg, False)
     )
-    return fit(model, train_ds, val_ds, lr, cfg.epochs, cfg.patience, phase)
+    return fit(model, train_ds, val_ds, cfg.epochs, cfg.patience, phase)
 
 
 def _predict_images(model: Any, images: np.ndarray, spec: BackboneSpec | None) -> np.ndarray:
@@ -358,16 +397,21 @@ def run_full_fine_tune(data: CellData, spec: BackboneSpec, cfg: TrainConfig, eng
     _seed(cfg)
     before = engine.cache.stats.extract_seconds
     phase = _train_head(data, spec, cfg, engine)
-    backbone = unfreeze(build_backbone(spec, data.image_size, dirs=engine.weights))
-    inp = keras.Input(shape=(data.image_size, data.image_size, 3))
-    x = backbone(inp, training=False)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inp, phase.head(x))
+
+    def build() -> pool.Pooled:
+        backbone = unfreeze(build_backbone(spec, data.image_size, dirs=engine.weights))
+        head = _head(data.n_classes, cfg)
+        model = _classifier(backbone, head, keras.Input(shape=(data.image_size, data.image_size, 3)))
+        return pool.Pooled(model, {"backbone": backbone, "head": head}, {"backbone": pool.snapshot(backbone.variables)})
+
+    key = ("full_fine_tune", spec.name, data.image_size, data.n_classes, cfg.dropout, cfg.weight_decay)
+    pooled = pool.compiled(key, build, cfg.lr_finetune)
+    _reset_pretrained(pooled, phase.head)
+    model = pooled.model
     t0 = time.perf_counter()
-    curves = phase.curves + _fit_on_images(model, data, spec, cfg, cfg.lr_finetune, "fine_tune")
+    curves = phase.curves + _fit_on_images(model, data, spec, cfg, "fine_tune")
     train_seconds = phase.train_seconds + time.perf_counter() - t0
     trainable = count_params(model)[0]
-    backbone.trainable = False
     return _finish(
         data,
         spec,
@@ -378,31 +422,54 @@ def run_full_fine_tune(data: CellData, spec: BackboneSpec, cfg: TrainConfig, eng
         curves,
         train_seconds,
         trainable,
-        lambda: deployable(spec, backbone, phase.head, data.image_size),
-        {"views": 1, "freeze_point": None, "backbone": backbone},
+        _deployable_later(pooled, spec, data, cfg),
+        {"views": 1, "freeze_point": None},
     )
 
 
-def run_scratch(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+def _scratch_model(spec: BackboneSpec, data: CellData, cfg: TrainConfig) -> Any:
+    """The backbone's architecture, randomly initialised, with a new head (BatchNorm trains normally)."""
+    backbone = _short_run_batchnorm(build_backbone(spec, data.image_size, weights=None))
+    return _classifier_training_bn(backbone, _head(data.n_classes, cfg), data.image_size)
+
+
+def _classifier_training_bn(backbone: Any, head: Any, image_size: int) -> Any:
     import keras
 
-    _seed(cfg)
-    backbone = _short_run_batchnorm(build_backbone(spec, data.image_size, weights=None))
-    inp = keras.Input(shape=(data.image_size, data.image_size, 3))
+    inp = keras.Input(shape=(image_size, image_size, 3))
     x = keras.layers.GlobalAveragePooling2D()(backbone(inp))  # BatchNorm trains normally here
-    model = keras.Model(inp, _head(data.n_classes, cfg)(x))
-    return _train_from_scratch(model, data, spec, spec, cfg, engine)
+    return keras.Model(inp, head(x))
+
+
+def run_scratch(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    _seed(cfg)
+    key = ("scratch", spec.name, data.image_size, data.n_classes, cfg.dropout, cfg.weight_decay)
+    return _train_from_scratch(key, lambda: _scratch_model(spec, data, cfg), data, spec, spec, cfg, engine)
 
 
 def _train_from_scratch(
-    model: Any, data: CellData, spec: BackboneSpec | None, prep: BackboneSpec | None, cfg: TrainConfig,
-    engine: FeatureEngine,
-) -> FitResult:
-    """Train a randomly initialised model on images (``prep``: whose preprocessing, None = the model's own)."""
+    key: tuple, fresh: Callable[[], Any], data: CellData, spec: BackboneSpec | None, prep: BackboneSpec | None,
+    cfg: TrainConfig, engine: FeatureEngine,
+) -> FitResult:  # fmt: skip
+    """Train a randomly initialised model on images (``prep``: whose preprocessing, None = the model's own).
+
+    ``fresh()`` builds the model with this cell's seeded initial values; the pooled (already traced) model of
+    ``key`` takes them over, so only the first cell of an architecture pays for tracing."""
     before = engine.cache.stats.extract_seconds
+    initial = fresh()
+    pooled = pool.compiled(key, lambda: pool.Pooled(fresh(), {}, {}), cfg.lr_head)
+    model = pooled.model
+    pool.assign(model.variables, initial.variables)
     t0 = time.perf_counter()
-    curves = _fit_on_images(model, data, prep, cfg, cfg.lr_head, "scratch")
+    curves = _fit_on_images(model, data, prep, cfg, "scratch")
     train_seconds = time.perf_counter() - t0
+    values = pool.snapshot(model.variables)
+
+    def build() -> Any:
+        trained = fresh()
+        pool.assign(trained.variables, values)
+        return _with_preprocessing(trained, prep, data.image_size) if prep is not None else trained
+
     return _finish(
         data,
         spec,
@@ -413,7 +480,7 @@ def _train_from_scratch(
         curves,
         train_seconds,
         count_params(model)[0],
-        lambda: _with_preprocessing(model, prep, data.image_size) if prep is not None else model,
+        build,
         {"views": 1, "freeze_point": None},
     )
 
@@ -459,7 +526,9 @@ def small_cnn(image_size: int, n_classes: int, cfg: TrainConfig) -> Any:
 
 def run_scratch_small(data: CellData, spec: BackboneSpec | None, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
     _seed(cfg)
-    return _train_from_scratch(small_cnn(data.image_size, data.n_classes, cfg), data, spec, None, cfg, engine)
+    key = ("scratch_small", data.image_size, data.n_classes, cfg.dropout, cfg.weight_decay)
+    fresh = lambda: small_cnn(data.image_size, data.n_classes, cfg)  # noqa: E731
+    return _train_from_scratch(key, fresh, data, spec, None, cfg, engine)
 
 
 def run_linear_probe(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:

@@ -91,23 +91,27 @@ def make_dataset(x: Any, y: np.ndarray, batch_size: int, shuffle: bool, seed: in
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def compile_classifier(model: Any, lr: float) -> Any:
+    """Compile for ``fit``: Adam at ``lr``, sparse categorical cross-entropy, accuracy (every strategy alike)."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])  # fmt: skip
+    return model
+
+
 def fit(
     model: Any,
     train_ds: Any,
     val_ds: Any,
-    lr: float,
     epochs: int,
     patience: int,
     phase: str,
 ) -> list[dict[str, Any]]:
-    """Compile and fit with early stopping on val loss (best weights restored); return per-epoch curves."""
+    """Fit a model compiled by ``compile_classifier`` (directly or through ``study.train.pool.compiled``) with early
+    stopping on val loss (best weights restored); return per-epoch curves."""
     import keras
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=0
     )
