@@ -12,9 +12,9 @@ from pathlib import Path
 
 from study.data import shift as shifts
 from study.data.datasets import get_dataset
-from study.errors import StudyError
 from study.data.loaders import ImageSet, LoadedDataset, fingerprint_dataset, load_dataset
 from study.data.text import load_text_dataset, text_fingerprint
+from study.errors import StudyError
 
 
 @dataclass(frozen=True)

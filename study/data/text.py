@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from study.errors import StudyError
 TEXT_LOADER_VERSION = "1"
 TEXT_COLUMN, LABEL_COLUMN = "text", "label"
 CLASSES_FILE = "classes.txt"
+
+log = logging.getLogger("study.data.text")
 
 
 @dataclass
@@ -198,6 +201,9 @@ def load_text_dataset(
     """A text dataset's pool and de-duplicated test set as ``TextSet``s inside a ``LoadedDataset``."""
     root = resolve_root(spec, data_dirs, download_dir=download_dir, allow_download=allow_download)
     classes, pool, test, splits = read_text_dataset(spec, root)
+    if splits.dropped_duplicates:
+        log.info("dataset %r: %d test rows (%d distinct texts) also in the pool are left out of the test set",
+                 spec.name, splits.dropped_duplicates, splits.duplicate_texts)  # fmt: skip
     if spec.class_names and list(spec.class_names) != classes:
         raise StudyError(
             f"dataset {spec.name!r} at {root} has classes {classes}, expected {list(spec.class_names)}; the folder "
@@ -217,7 +223,6 @@ def load_text_dataset(
         test=test,  # type: ignore[arg-type]
         source_checksum=text_fingerprint(spec, root),
         spec=spec,
-        skipped=tuple(f"test duplicate of a pool text: {n}" for n in [splits.dropped_duplicates] if n),
     )
 
 
