@@ -1141,8 +1141,8 @@ def with_root(spec: DatasetSpec, root: Path) -> DatasetSpec:
 
 def _text_note(what: str) -> str:
     return (
-        f"derived copy in ../shared/datapack/text ({what}); SHA256SUMS.txt there lists the CSVs' checksums; the "
-        "official files are on the homepage (a different layout, not downloadable as such)"
+        f"a derived copy with no download in ../shared/datapack/text ({what}); SHA256SUMS.txt there lists the CSVs' "
+        "checksums; the official files are on the homepage, in a different layout"
     )
 
 
