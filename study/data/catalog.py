@@ -13,6 +13,8 @@ from pathlib import Path
 from study.data import shift as shifts
 from study.data.datasets import get_dataset
 from study.data.loaders import ImageSet, LoadedDataset, fingerprint_dataset, load_dataset
+from study.data.text import load_text_dataset, text_fingerprint
+from study.errors import StudyError
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,11 @@ def load(
 ) -> LoadedDataset:
     """A dataset at ``image_size``; shifted variants are derived from their base's decoded arrays."""
     base, shift = shifts.parse(name)
+    spec = get_dataset(base)
+    if spec.modality == "text":  # ``image_size`` is the token budget there, applied by the text strategies
+        if shift is not None:
+            raise StudyError(f"dataset {name!r}: the shift ladder transforms images; text dataset {base!r} has none")
+        return load_text_dataset(spec, data_dirs, allow_download=allow_download)
     ds = load_dataset(base, image_size, data_dirs, cache_dir, allow_download=allow_download)
     if shift is None:
         return ds
@@ -67,7 +74,13 @@ def fingerprint(name: str, data_dirs: list[Path]) -> str | None:
     """The ``source_checksum`` that ``load(name, ...)`` would give (what a cell's provenance records as
     ``data_checksum``), from file listings and checksums only; None when the data is not on disk."""
     base, shift = shifts.parse(name)
-    checksum = fingerprint_dataset(get_dataset(base), data_dirs)
+    spec = get_dataset(base)
+    if spec.modality == "text":
+        from study.data.download import locate
+
+        root = locate(spec, list(data_dirs))
+        return None if root is None else text_fingerprint(spec, root)
+    checksum = fingerprint_dataset(spec, data_dirs)
     if checksum is None or shift is None:
         return checksum
     return _shifted(checksum, shift.name)

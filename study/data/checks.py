@@ -65,7 +65,12 @@ def check_folder(
     cache_dir: Path,
 ) -> LoadedDataset:
     """Load a registered folder at ``image_size`` (filling the decoded cache) and ``check_loaded`` it."""
-    ds = load_dataset(name, image_size, data_dirs, cache_dir, allow_download=False)
+    if get_dataset(name).modality == "text":
+        from study.data.catalog import load
+
+        ds = load(name, image_size, data_dirs, cache_dir, allow_download=False)
+    else:
+        ds = load_dataset(name, image_size, data_dirs, cache_dir, allow_download=False)
     check_loaded(ds, sizes)
     return ds
 

@@ -46,7 +46,20 @@ DOMAINS: dict[str, str] = {
 BUILTIN_DOMAINS: tuple[str, ...] = tuple(DOMAINS)
 
 #: Storage formats the loaders understand.
-FORMATS: tuple[str, ...] = ("image_folder", "medmnist_npz", "idx_gz")
+FORMATS: tuple[str, ...] = ("image_folder", "medmnist_npz", "idx_gz", "text_csv")
+
+#: What a dataset's items are. Image code paths read image datasets only; text ones go through ``study.data.text``.
+MODALITIES: tuple[str, ...] = ("image", "text")
+
+#: The domain labels of the built-in text datasets (``DOMAINS`` is the image taxonomy).
+TEXT_DOMAINS: dict[str, str] = {
+    "reviews": "opinionated reviews: sentiment of movie or product reviews",
+    "news": "news articles and newsgroup posts: topic",
+    "messages": "short personal messages: SMS, chat",
+    "questions": "questions typed by people: what kind of answer they ask for",
+    "social": "social-media posts: tweets and their emotion",
+    "biomedical": "scientific and clinical text: abstracts, notes",
+}
 
 #: How the test set is obtained: the dataset's own test split, or a fixed stratified hold-out of the pool.
 TEST_SPLITS: tuple[str, ...] = ("official", "fixed_fraction")
@@ -104,6 +117,9 @@ class DatasetSpec:
     carving (``study.data.sampling``). Pool images must all match; test images that do not match (an official
     test set named differently) are groups of their own.
 
+    ``modality`` is ``"image"`` or ``"text"``; a text dataset has ``format="text_csv"`` and its parts are CSV file
+    stems (``train``, ``val``, ``test``) read by ``study.data.text``.
+
     ``label_space`` pairs datasets for domain adaptation: datasets with the same value have the same classes in
     the same order (PACS's four domains, Office-31's three, SynSigns/GTSRB, MNIST/MNIST-M).
     """
@@ -131,8 +147,13 @@ class DatasetSpec:
     citation: str = ""
     license: str = ""
     root: Path | None = field(default=None, compare=False)
+    modality: str = "image"
 
     def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise StudyError(f"dataset {self.name!r}: unknown modality {self.modality!r}; known: {MODALITIES}")
+        if (self.modality == "text") != (self.format == "text_csv"):
+            raise StudyError(f"dataset {self.name!r}: format 'text_csv' goes with modality 'text' and only with it")
         if not self.name or not self.name.strip():
             raise StudyError("a dataset needs a non-empty name")
         if not self.domain or not self.domain.strip():
@@ -184,6 +205,8 @@ class DatasetSpec:
             return list(self.parts)
         if self.format == "medmnist_npz":
             return [str(self.npz_file)]
+        if self.format == "text_csv":
+            return [f"{p}.csv" for p in self.parts]
         return [f.format(part=p) for p in self.parts for f in (IDX_IMAGES, IDX_LABELS)]
 
     def is_present(self, root: Path) -> bool:
@@ -1107,3 +1130,108 @@ PACK_FOLDERS: tuple[str, ...] = tuple(dict.fromkeys(get_dataset(n).folder for n 
 def with_root(spec: DatasetSpec, root: Path) -> DatasetSpec:
     """A copy of ``spec`` pinned to an explicit folder (bypasses the data-directory search)."""
     return replace(spec, root=root)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Text datasets (``../shared/datapack/text``): CSV ``text,label`` with classes.txt. Counts are (pool, test) after
+# test rows whose text also occurs in the pool are removed (``study.data.text``): sms_spam loses 111 test rows
+# (98 distinct texts), trec 9, 20newsgroups 2; the others none.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _text_note(what: str) -> str:
+    return (
+        f"a derived copy with no download in ../shared/datapack/text ({what}); SHA256SUMS.txt there lists the CSVs' "
+        "checksums; the official files are on the homepage, in a different layout"
+    )
+
+
+def _text_spec(name: str, domain: str, pool_parts: tuple[str, ...], counts: tuple[int, int], classes: str,
+               **info: str) -> DatasetSpec:  # fmt: skip
+    return DatasetSpec(
+        name=name, domain=domain, modality="text", format="text_csv", folder=f"text/{name}", pool_parts=pool_parts,
+        test_part="test", class_names=tuple(classes.split("|")), expected_counts=counts, **info,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+_TEXT: list[DatasetSpec] = [
+    _text_spec(
+        "sst2", "reviews", ("train", "val"), (5872, 1821), "negative|positive",
+        homepage="https://nlp.stanford.edu/sentiment/",
+        checksum_note=_text_note("5000 of the 6920 official training sentences, the official dev 872 and test 1821"),
+        description="Stanford Sentiment Treebank, binary sentence-level sentiment of movie-review snippets; the "
+        "official train (5000-sentence subset) and dev form the pool, the official test is the test set",
+        citation="Socher et al., 'Recursive Deep Models for Semantic Compositionality Over a Sentiment Treebank', "
+        "EMNLP 2013",
+        license="research use with citation (Stanford gives no explicit licence)",
+    ),
+    _text_spec(
+        "ag_news", "news", ("train",), (5000, 2000), "World|Sports|Business|Sci/Tech",
+        homepage="http://groups.di.unipi.it/~gulli/AG_corpus_of_news_articles.html",
+        checksum_note=_text_note("5000 + 2000 disjoint rows, both from the official 7600-row test split"),
+        description="AG News topic (title + description), 4 classes; pool and test are disjoint stratified draws "
+        "from the official test split (the training file is not in the pack)",
+        citation="Zhang, Zhao, LeCun, 'Character-level Convolutional Networks for Text Classification', NIPS 2015",
+        license="research / non-commercial use (the corpus readme); no explicit licence",
+    ),
+    _text_spec(
+        "20newsgroups", "news", ("train",), (5000, 1998),
+        "alt.atheism|comp.graphics|comp.os.ms-windows.misc|comp.sys.ibm.pc.hardware|comp.sys.mac.hardware|"
+        "comp.windows.x|misc.forsale|rec.autos|rec.motorcycles|rec.sport.baseball|rec.sport.hockey|sci.crypt|"
+        "sci.electronics|sci.med|sci.space|soc.religion.christian|talk.politics.guns|talk.politics.mideast|"
+        "talk.politics.misc|talk.religion.misc",
+        homepage="http://qwone.com/~jason/20Newsgroups/",
+        checksum_note=_text_note("5000 of the bydate train posts, 2000 of the bydate test posts"),
+        description="20 Newsgroups (bydate), Usenet posts with headers, footers and quotes removed as scikit-learn "
+        "does, 20 topics; 2 test posts whose text is also in the pool are removed",
+        citation="Lang, 'NewsWeeder: Learning to Filter Netnews', ICML 1995",
+        license="no explicit licence (public Usenet posts collected for research)",
+    ),
+    _text_spec(
+        "sms_spam", "messages", ("train",), (4459, 1004), "ham|spam",
+        homepage="https://archive.ics.uci.edu/dataset/228/sms+spam+collection",
+        checksum_note=_text_note("all 5574 messages, a stratified 80/20 split (no official split)"),
+        description="SMS Spam Collection v.1, ham vs spam (13% spam); 111 test rows (98 distinct texts) also in the "
+        "pool are removed from the test side",
+        citation="Almeida, Gomez Hidalgo, Yamakami, 'Contributions to the Study of SMS Spam Filtering: New "
+        "Collection and Results', DocEng 2011",
+        license="CC BY 4.0 (UCI ML Repository)",
+    ),
+    _text_spec(
+        "trec", "questions", ("train",), (5000, 491),
+        "ABBR (abbreviation)|DESC (description)|ENTY (entity)|HUM (human)|LOC (location)|NUM (numeric)",
+        homepage="https://cogcomp.seas.upenn.edu/Data/QA/QC/",
+        checksum_note=_text_note("5000 of the 5452 official training questions, the official 500 test questions"),
+        description="TREC question classification, 6 coarse answer types; 9 test questions also in the pool are "
+        "removed from the test side",
+        citation="Li & Roth, 'Learning Question Classifiers', COLING 2002",
+        license="none stated by CogComp (freely downloadable for research)",
+    ),
+    _text_spec(
+        "tweet_emotion", "social", ("train", "val"), (3631, 1421), "anger|joy|optimism|sadness",
+        homepage="https://github.com/cardiffnlp/tweeteval",
+        checksum_note=_text_note("the TweetEval emotion splits as released: 3257 train, 374 val, 1421 test"),
+        description="TweetEval emotion: tweets labelled anger / joy / optimism / sadness; official train and val form "
+        "the pool, the official test is the test set",
+        citation="Barbieri et al., 'TweetEval: Unified Benchmark and Comparative Evaluation for Tweet "
+        "Classification', Findings of EMNLP 2020",
+        license="research use (SemEval-2018 Task 1 data; Twitter/X terms apply to tweet text)",
+    ),
+    _text_spec(
+        "medical_abstracts", "biomedical", ("train",), (1657, 1000),
+        "neoplasms|digestive system diseases|nervous system diseases|cardiovascular diseases|"
+        "general pathological conditions",
+        homepage="https://github.com/sebischair/Medical-Abstracts-TC-Corpus",
+        checksum_note=_text_note("1657 + 1000 disjoint rows from the official 2888-row test split"),
+        description="Medical Abstracts: PubMed abstracts labelled with one of 5 disease classes; pool and test are "
+        "disjoint draws from the official test split, conflicting duplicates dropped",
+        citation="Schopf, Braun, Matthes, 'Evaluating Unsupervised Text Classification: Zero-Shot and "
+        "Similarity-Based Approaches', NLPIR 2022",
+        license="CC BY-SA 3.0",
+    ),
+]
+for _spec in _TEXT:
+    register_dataset(_spec)
+
+#: The text datasets of ``../shared/datapack/text``.
+TEXT_DATASETS: tuple[str, ...] = tuple(s.name for s in _TEXT)

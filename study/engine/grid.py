@@ -264,7 +264,7 @@ def validate(grid: Grid) -> None:
     from study.zoo.backbones import check_image_size, get_backbone
 
     for axis in AXES:
-        if not getattr(grid, axis):
+        if not getattr(grid, axis) and not (axis == "backbones" and not _needs_backbone(grid)):
             raise StudyError(f"grid {grid.name!r}: axis {axis!r} is empty; give at least one value")
     _check_ranges(
         {k: getattr(grid, k) for k in ("image_size", "sizes", "seeds", "epochs", "trials", "max_test", "augment")},
@@ -286,6 +286,20 @@ def validate(grid: Grid) -> None:
             get_backbone(b)
 
 
+def _needs_backbone(grid: Grid) -> bool:
+    """Whether any strategy of the grid uses the backbone axis (text strategies bring their own encoder)."""
+    from study.train.strategies import get_strategy
+
+    return any(get_strategy(s).uses_backbone for s in grid.strategies)
+
+
+def _modality(dataset: str) -> str:
+    from study.data.catalog import describe
+    from study.data.datasets import get_dataset
+
+    return get_dataset(describe(dataset).base).modality
+
+
 def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
     """The grid's cells in a stable order (cheap, cache-sharing cells of a dataset together), and the skips."""
     from study.data.catalog import describe
@@ -305,8 +319,10 @@ def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
     skipped: list[Skipped] = []
     seen: set[str] = set()
     for dataset, n, seed, strategy, backbone in itertools.product(
-        grid.datasets, grid.sizes, grid.seeds, grid.strategies, grid.backbones
+        grid.datasets, grid.sizes, grid.seeds, grid.strategies, grid.backbones or (None,)
     ):
+        if get_strategy(strategy).modality != _modality(dataset):
+            continue  # an image strategy on a text dataset (or the reverse) is not a cell: no skip line per pair
         cell = Cell(
             dataset=dataset, n_images=n, strategy=strategy,
             backbone=backbone if get_strategy(strategy).uses_backbone else None, image_size=grid.image_size,

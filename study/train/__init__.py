@@ -1,1 +1,5 @@
 """Layer 4, training: the strategy records, the training loops they use, tuning and deployment export."""
+
+# The built-in text strategies register themselves from their own module (as a plugin would); importing them here
+# makes them known wherever any strategy is.
+from study.train import text_strategies as _text_strategies  # noqa: E402, F401

@@ -71,6 +71,7 @@ class Strategy:
     order: int = 100  # position in tables and legends
     curve_example: int | None = None  # rank among the report's example learning curves (None: after the ranked)
     textbook: tuple[tuple[str, int], ...] = ()  # ("small/similar", rank): the 2x2 rule's preference per quadrant
+    modality: str = "image"  # the datasets it trains on ("image" or "text"): grids pair it with those only
 
     @property
     def display(self) -> str:

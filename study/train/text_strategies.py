@@ -1,0 +1,353 @@
+"""Text strategies: the study's ways of (not) using a pretrained sentence encoder, one ``Strategy`` record each.
+
+They mirror the image strategies recipe for recipe, on all-MiniLM-L6-v2 (``study.zoo.text``), and carry
+``modality="text"`` so grids pair them with text datasets only. Their own names (``text_...``) keep one record = one
+recipe: the statistics, tuning budget, cost hints and the advisor read a record, never a branch on the dataset.
+
+- ``text_tfidf_logreg`` (baseline): scikit-learn TF-IDF of word 1-2 grams + logistic regression (C tuned);
+- ``text_scratch_cnn`` (baseline): word-piece embeddings + 1-D convolution + max pooling, randomly initialised;
+- ``text_linear_probe``: logistic regression on standardised frozen mean-pooled embeddings;
+- ``text_feature_extraction``: frozen embeddings + a new head (dropout + dense softmax) trained with Adam;
+- ``text_fine_tune_top``: the head phase, then the top k transformer layers + head at a low learning rate, trained
+  on hidden states cached at the freeze point (the frozen layers below never run again);
+- ``text_full_fine_tune``: the head phase, then every layer of the encoder at a low learning rate.
+
+The token budget of a text cell is the cell's ``image_size`` (the grid's input size: pixels for images, tokens for
+text): texts are truncated there. Frozen outputs come from ``study.cache.text_features`` (cached, never recomputed).
+The cell's training texts only are fitted (TF-IDF vocabulary included); validation and test texts are only predicted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from study.cache.features import FeatureEngine
+from study.cache.text_features import POOLED, embeddings, hidden_states, tokenizer
+from study.data.cell_data import CellData
+from study.train.head import train_head
+from study.train.strategies import Strategy, register_strategy
+from study.train.training import FitResult, TrainConfig, count_params, fit
+from study.zoo.text import build_text_encoder, build_top, get_text_encoder
+from study.zoo.text.encoder import batches
+
+ENCODER = "minilm_l6"
+"""The pretrained text encoder of the built-in text strategies (the one registered in ``study.zoo.text``)."""
+
+EMB_SCALE = float(np.sqrt(384))
+"""Unit-norm embeddings times sqrt(hidden) give coordinates of about unit scale, the range the shared Adam head
+(``study.train.head``) is tuned for; unscaled, a 2-epoch head barely moved off chance (measured: degenerate on
+TREC n=60). The fine-tune models apply the same factor before the head."""
+
+
+def _seed(cfg: TrainConfig) -> None:
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+
+
+def _texts(data: CellData, split: str, idx: np.ndarray) -> list[str]:
+    source = data.pool if split == "pool" else data.test
+    return [str(t) for t in source.texts[idx]]  # type: ignore[attr-defined]
+
+
+def _result(data: CellData, engine: FeatureEngine, before: float, val: np.ndarray, test: np.ndarray,
+            curves: list[dict[str, Any]], train_seconds: float, eval_seconds: float, trainable: int,
+            info: dict[str, Any]) -> FitResult:  # fmt: skip
+    return FitResult(
+        val_proba=np.asarray(val, dtype=np.float64),
+        test_proba=np.asarray(test, dtype=np.float64),
+        curves=curves,
+        timings={"extract_seconds": engine.cache.stats.extract_seconds - before, "train_seconds": train_seconds,
+                 "eval_seconds": eval_seconds},  # fmt: skip
+        trainable_params=trainable,
+        build_model=None,  # deployable text models are advisor train's job (not yet): no latency/size figures
+        info={"encoder": ENCODER, "max_length": data.image_size, **info},
+    )
+
+
+def _full_proba(clf: Any, x: Any, n_classes: int) -> np.ndarray:
+    out = np.zeros((x.shape[0], n_classes))
+    out[:, clf.classes_] = clf.predict_proba(x)
+    return out
+
+
+class _Batches:
+    """Keras ``PyDataset`` of token (or hidden-state) batches padded to each batch's longest text.
+
+    Texts are grouped by length (little padding), the batch order is reshuffled each epoch with the cell's seed.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        import keras
+
+        class Batches(keras.utils.PyDataset):
+            def __init__(self, inputs: Any, lengths: np.ndarray, y: np.ndarray | None, batch_size: int,
+                         shuffle: bool, seed: int) -> None:  # fmt: skip
+                super().__init__()
+                self.inputs, self.y, self.shuffle = inputs, y, shuffle
+                self.rng = np.random.default_rng(seed)
+                self.groups = batches(lengths, batch_size)
+                self.lengths = np.asarray(lengths)
+                self.order = np.arange(len(self.groups))
+                if shuffle:
+                    self.rng.shuffle(self.order)
+
+            def __len__(self) -> int:
+                return len(self.groups)
+
+            def __getitem__(self, i: int) -> Any:
+                idx = self.groups[self.order[i]]
+                longest = max(int(self.lengths[idx].max()), 1)
+                x = {k: v[idx, :longest] for k, v in self.inputs.items()}
+                return (x,) if self.y is None else (x, self.y[idx].astype("int32"))
+
+            def on_epoch_end(self) -> None:
+                if self.shuffle:
+                    self.rng.shuffle(self.order)
+
+        return Batches(*args, **kwargs)
+
+
+def _tokens(data: CellData, split: str, idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    tok = tokenizer(get_text_encoder(ENCODER), data.image_size)
+    batch = tok.pad(tok.ids(_texts(data, split, idx)), data.image_size)
+    return batch.inputs(), batch.lengths
+
+
+def _predict(model: Any, inputs: dict[str, np.ndarray], lengths: np.ndarray) -> np.ndarray:
+    order: list[np.ndarray] = []
+    out: list[np.ndarray] = []
+    for idx in batches(lengths, 64):
+        longest = max(int(lengths[idx].max()), 1)
+        out.append(np.asarray(model.predict_on_batch({k: v[idx, :longest] for k, v in inputs.items()})))
+        order.append(idx)
+    proba = np.empty((len(lengths), out[0].shape[1]))
+    proba[np.concatenate(order)] = np.concatenate(out)
+    return proba
+
+
+# ------------------------------------------------------------------------------------------------- baselines
+
+
+def run_tfidf_logreg(data: CellData, spec: Any, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    """TF-IDF (word 1-2 grams, sublinear tf, vocabulary from the training texts only) + logistic regression."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=50000)
+    xtr = vec.fit_transform(_texts(data, "pool", data.train_idx))
+    clf = LogisticRegression(C=cfg.linear_c * 10, max_iter=2000, random_state=cfg.seed).fit(xtr, data.y_train)
+    train_seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    val = _full_proba(clf, vec.transform(_texts(data, "pool", data.val_idx)), data.n_classes)
+    test = _full_proba(clf, vec.transform(_texts(data, "test", data.test_idx)), data.n_classes)
+    return _result(data, engine, engine.cache.stats.extract_seconds, val, test, [], train_seconds,
+                   time.perf_counter() - t1, int(clf.coef_.size + clf.intercept_.size),
+                   {"vocabulary": len(vec.vocabulary_), "encoder": None})  # fmt: skip
+
+
+def scratch_text_cnn(vocab_size: int, n_classes: int, cfg: TrainConfig, dim: int = 64) -> Any:
+    """Word-piece embeddings -> Conv1D(128, 3) -> masked global max pool -> dropout -> dense softmax."""
+    import keras
+
+    token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    x = keras.layers.Embedding(vocab_size, dim, name="embed")(token_ids)
+    x = keras.layers.Conv1D(128, 3, padding="same", activation="relu")(x)
+    mask = keras.ops.expand_dims(keras.ops.cast(padding_mask, "float32"), -1)
+    x = keras.ops.max(x * mask - (1.0 - mask) * 1e4, axis=1)
+    x = keras.layers.Dropout(cfg.dropout)(x)
+    l2 = keras.regularizers.L2(cfg.weight_decay)
+    out = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=l2)(x)
+    return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, out, name="text_cnn")
+
+
+def run_scratch_cnn(data: CellData, spec: Any, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    _seed(cfg)
+    enc = get_text_encoder(ENCODER)
+    model = scratch_text_cnn(enc.vocab_size, data.n_classes, cfg)
+    xtr, ltr = _tokens(data, "pool", data.train_idx)
+    xva, lva = _tokens(data, "pool", data.val_idx)
+    t0 = time.perf_counter()
+    curves = fit(model, _Batches(xtr, ltr, data.y_train, cfg.batch_size, True, cfg.seed),
+                 _Batches(xva, lva, data.y_val, 64, False, cfg.seed), cfg.lr_head * 3, cfg.epochs, cfg.patience,
+                 "scratch")  # fmt: skip
+    train_seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    val, test = _predict(model, xva, lva), _predict(model, *_tokens(data, "test", data.test_idx))
+    return _result(data, engine, engine.cache.stats.extract_seconds, val, test, curves, train_seconds,
+                   time.perf_counter() - t1, count_params(model)[0], {"encoder": None})  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------- transfer
+
+
+def _emb(data: CellData, engine: FeatureEngine, split: str, idx: np.ndarray) -> np.ndarray:
+    return embeddings(engine.cache, data, get_text_encoder(ENCODER), engine.weights.cache_dir, split, idx,
+                      data.image_size)  # fmt: skip
+
+
+def run_linear_probe(data: CellData, spec: Any, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    before = engine.cache.stats.extract_seconds
+    ftr, fval, ftest = (_emb(data, engine, "pool", data.train_idx), _emb(data, engine, "pool", data.val_idx),
+                        _emb(data, engine, "test", data.test_idx))  # fmt: skip
+    t0 = time.perf_counter()
+    scaler = StandardScaler().fit(ftr)
+    clf = LogisticRegression(C=cfg.linear_c, max_iter=2000, random_state=cfg.seed).fit(scaler.transform(ftr),
+                                                                                       data.y_train)
+    train_seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    val = _full_proba(clf, scaler.transform(fval), data.n_classes)
+    test = _full_proba(clf, scaler.transform(ftest), data.n_classes)
+    return _result(data, engine, before, val, test, [], train_seconds, time.perf_counter() - t1,
+                   int(clf.coef_.size + clf.intercept_.size), {"freeze_point": POOLED})  # fmt: skip
+
+
+def _head_phase(data: CellData, engine: FeatureEngine, cfg: TrainConfig) -> tuple[Any, list, float]:
+    ftr, fval = _emb(data, engine, "pool", data.train_idx), _emb(data, engine, "pool", data.val_idx)
+    t0 = time.perf_counter()
+    weights, curves = train_head(ftr[None] * EMB_SCALE, data.y_train, fval * EMB_SCALE, data.y_val, data.n_classes,
+                                 cfg)  # fmt: skip
+    return weights, curves, time.perf_counter() - t0
+
+
+def run_feature_extraction(data: CellData, spec: Any, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    _seed(cfg)
+    before = engine.cache.stats.extract_seconds
+    weights, curves, seconds = _head_phase(data, engine, cfg)
+    fval, ftest = _emb(data, engine, "pool", data.val_idx), _emb(data, engine, "test", data.test_idx)
+    t1 = time.perf_counter()
+    val, test = weights.predict_proba(fval * EMB_SCALE), weights.predict_proba(ftest * EMB_SCALE)
+    return _result(data, engine, before, val, test, curves, seconds, time.perf_counter() - t1,
+                   int(weights.kernel.size + weights.bias.size), {"freeze_point": POOLED})  # fmt: skip
+
+
+def _on_top(body: Any, head: Any, inputs: dict[str, Any]) -> Any:
+    import keras
+
+    return keras.Model(inputs, head(keras.layers.Rescaling(EMB_SCALE)(body(inputs))))
+
+
+def run_fine_tune_top(data: CellData, spec: Any, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    import keras
+
+    _seed(cfg)
+    enc_spec = get_text_encoder(ENCODER)
+    before = engine.cache.stats.extract_seconds
+    k = enc_spec.default_top_k
+    boundary = enc_spec.freeze_point(k)
+    weights, curves, head_seconds = _head_phase(data, engine, cfg)
+
+    def cached(split: str, idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        h, mask = hidden_states(engine.cache, data, enc_spec, engine.weights.cache_dir, split, idx, boundary,
+                                data.image_size)  # fmt: skip
+        return {"hidden": h, "padding_mask": mask}, mask.sum(axis=1)
+
+    xtr, ltr = cached("pool", data.train_idx)
+    xva, lva = cached("pool", data.val_idx)
+    encoder = build_text_encoder(enc_spec, "pretrained", engine.weights.cache_dir)
+    top = build_top(encoder, boundary)
+    inputs = {"hidden": keras.Input((None, enc_spec.hidden), name="hidden"),
+              "padding_mask": keras.Input((None,), dtype="int32", name="padding_mask")}  # fmt: skip
+    model = _on_top(top, weights.to_keras(cfg), inputs)
+    t0 = time.perf_counter()
+    curves = curves + fit(model, _Batches(xtr, ltr, data.y_train, cfg.batch_size, True, cfg.seed),
+                          _Batches(xva, lva, data.y_val, 64, False, cfg.seed), cfg.lr_finetune, cfg.epochs,
+                          cfg.patience, "fine_tune")  # fmt: skip
+    train_seconds = head_seconds + time.perf_counter() - t0
+    t1 = time.perf_counter()
+    val, test = _predict(model, xva, lva), _predict(model, *cached("test", data.test_idx))
+    return _result(data, engine, before, val, test, curves, train_seconds, time.perf_counter() - t1,
+                   count_params(model)[0], {"freeze_point": boundary, "top_k": k})  # fmt: skip
+
+
+def run_full_fine_tune(data: CellData, spec: Any, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
+    import keras
+
+    _seed(cfg)
+    enc_spec = get_text_encoder(ENCODER)
+    before = engine.cache.stats.extract_seconds
+    weights, curves, head_seconds = _head_phase(data, engine, cfg)
+    encoder = build_text_encoder(enc_spec, "pretrained", engine.weights.cache_dir)
+    encoder.trainable = True
+    inputs = {"token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
+              "padding_mask": keras.Input((None,), dtype="int32", name="padding_mask")}  # fmt: skip
+    model = _on_top(encoder, weights.to_keras(cfg), inputs)
+    xtr, ltr = _tokens(data, "pool", data.train_idx)
+    xva, lva = _tokens(data, "pool", data.val_idx)
+    t0 = time.perf_counter()
+    curves = curves + fit(model, _Batches(xtr, ltr, data.y_train, cfg.batch_size, True, cfg.seed),
+                          _Batches(xva, lva, data.y_val, 64, False, cfg.seed), cfg.lr_finetune, cfg.epochs,
+                          cfg.patience, "fine_tune")  # fmt: skip
+    train_seconds = head_seconds + time.perf_counter() - t0
+    t1 = time.perf_counter()
+    val, test = _predict(model, xva, lva), _predict(model, *_tokens(data, "test", data.test_idx))
+    return _result(data, engine, before, val, test, curves, train_seconds, time.perf_counter() - t1,
+                   count_params(model)[0], {"freeze_point": None})  # fmt: skip
+
+
+_HEAD = ("lr_head", "dropout", "weight_decay")
+
+for _s in (
+    Strategy(
+        name="text_tfidf_logreg", run=run_tfidf_logreg, modality="text", pretrained=False, baseline=True,
+        uses_backbone=False, params=("linear_c",), freeze_level=0,
+        recipe="TF-IDF of word 1-2 grams (sublinear tf, vocabulary from the training texts) + scikit-learn logistic "
+        "regression (C = 10 x linear_c, tuned): the strong classical text baseline.",
+        freeze_text="nothing pretrained: a TF-IDF + logistic-regression classifier",
+        seconds_per_image_epoch=0.00002, fixed_seconds=0.5, label="TF-IDF + logistic regression",
+        abbreviation="TFIDF", colour="#7f7f7f", order=10,
+    ),
+    Strategy(
+        name="text_scratch_cnn", run=run_scratch_cnn, modality="text", pretrained=False, baseline=True,
+        uses_backbone=False, cached=False, params=_HEAD, freeze_level=0,
+        recipe="Word-piece embeddings (64-d) + Conv1D(128, 3) + masked max pooling + dropout + dense softmax, "
+        "randomly initialised, Adam at 3 x lr_head: a small neural text model trained from scratch.",
+        freeze_text="nothing pretrained: train a small convolutional text model from random initialisation",
+        seconds_per_image_epoch=0.0008, fixed_seconds=3.0, label="text CNN from scratch", abbreviation="TCNN",
+        colour="#bababa", order=11,
+    ),
+    Strategy(
+        name="text_linear_probe", run=run_linear_probe, modality="text", pretrained=True, uses_backbone=False,
+        params=("linear_c",), freeze_level=3,
+        recipe="Standardised frozen MiniLM mean-pooled embeddings (cached) + scikit-learn logistic regression "
+        "(C tuned).",
+        freeze_text="freeze the whole encoder; fit a logistic regression on its sentence embeddings",
+        seconds_per_image_epoch=0.00005, fixed_seconds=1.0, label="text linear probe", abbreviation="TLP",
+        colour="#009e73", order=12,
+    ),
+    Strategy(
+        name="text_feature_extraction", run=run_feature_extraction, modality="text", pretrained=True,
+        uses_backbone=False, params=_HEAD, freeze_level=3,
+        recipe="Frozen MiniLM mean-pooled embeddings (cached) + a new head (dropout + dense softmax) trained with "
+        "Adam at lr_head.",
+        freeze_text="freeze the whole encoder; train only the new head",
+        seconds_per_image_epoch=0.00005, fixed_seconds=1.0, label="text feature extraction", abbreviation="TFE",
+        colour="#0072b2", order=13,
+    ),
+    Strategy(
+        name="text_fine_tune_top", run=run_fine_tune_top, modality="text", pretrained=True, uses_backbone=False,
+        params=(*_HEAD, "lr_finetune"), freeze_level=2,
+        recipe="Head phase as text_feature_extraction, then the top 2 transformer layers + head at lr_finetune, "
+        "trained on hidden states cached at the freeze point (layer_3's output).",
+        freeze_text="freeze all but the top 2 transformer layers; head first, then those layers",
+        seconds_per_image_epoch=0.01, fixed_seconds=8.0, label="text fine-tune top layers", abbreviation="TFT-top",
+        colour="#d55e00", order=14,
+    ),
+    Strategy(
+        name="text_full_fine_tune", run=run_full_fine_tune, modality="text", pretrained=True, uses_backbone=False,
+        cached=False, params=(*_HEAD, "lr_finetune"), freeze_level=1,
+        recipe="Head phase as text_feature_extraction, then every encoder layer + head at lr_finetune on tokens.",
+        freeze_text="head first, then unfreeze the whole encoder",
+        seconds_per_image_epoch=0.03, fixed_seconds=12.0, label="text fine-tune everything", abbreviation="TFT-all",
+        colour="#cc79a7", order=15,
+    ),
+):
+    register_strategy(_s)
