@@ -150,7 +150,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid", default="quick")
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None, help="also write the per-cell table as CSV")
+    parser.add_argument("--summarize", type=Path, default=None, help="only print the summary of a CSV from --out")
     args = parser.parse_args(argv)
+    if args.summarize:
+        import pandas as pd
+
+        print(summary(pd.read_csv(args.summarize)))
+        return
 
     import pandas as pd
 
@@ -197,15 +203,32 @@ def main(argv: list[str] | None = None) -> None:
     frame = pd.DataFrame(rows)
     if args.out:
         frame.to_csv(args.out, index=False)
-    frame["n band"] = pd.cut(frame.n, [0, 100, 500, 2000, 10**6], labels=["≤100", "≤500", "≤2000", ">2000"])
-    table = frame.groupby(["strategy", "n band"], observed=True)[["wall", *ORDER]].mean()
-    table.insert(0, "cells", frame.groupby(["strategy", "n band"], observed=True).size())
-    print("\nmean seconds per cell, by strategy and size band (exclusive phases):")
-    print(table.round(2).to_markdown())
-    share = frame[ORDER].sum() / frame.wall.sum()
-    print("\nshare of all cell time: " + ", ".join(f"{p} {100 * share[p]:.0f} %" for p in ORDER))
+    print(summary(frame))
     print(f"total: {len(cells)} cells, {total:.1f} s")
 
+
+def summary(frame: Any) -> str:
+    """Mean seconds per cell by strategy and size band (a Markdown table), and each phase's share of all time."""
+    import pandas as pd
+
+    frame = frame.assign(band=pd.cut(frame.n, [0, 100, 500, 2000, 10**6], labels=["≤100", "≤500", "≤2000", ">2000"]))
+    groups = frame.groupby(["strategy", "band"], observed=True)
+    table = groups[["wall", *ORDER]].mean()
+    counts = groups.size()
+    lines = ["| strategy | n | cells | wall | " + " | ".join(ORDER) + " |", "|---|---|---|---|" + "---|" * len(ORDER)]
+    for (strategy, band), row in table.iterrows():
+        cells = " | ".join(f"{row[p]:.2f}" for p in ORDER)
+        lines.append(f"| {strategy} | {band} | {counts[(strategy, band)]} | {row.wall:.2f} | {cells} |")
+    share = frame[ORDER].sum() / frame.wall.sum()
+    lines.append("")
+    lines.append("share of all cell time: " + ", ".join(f"{p} {100 * share[p]:.0f} %" for p in ORDER))
+    lines.append(f"cells whose training took < 1 s: mean wall {_overhead(frame):.2f} s")
+    return "mean seconds per cell, by strategy and size band (exclusive phases):\n" + "\n".join(lines)
+
+
+def _overhead(frame: Any) -> float:
+    small = frame[frame.train < 1.0]
+    return float(small.wall.mean()) if len(small) else float("nan")
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,7 @@ from study.cache.text_features import POOLED, embeddings, hidden_states, tokeniz
 from study.data.cell_data import CellData
 from study.train.head import train_head
 from study.train.strategies import Strategy, register_strategy
-from study.train.training import FitResult, TrainConfig, count_params, fit
+from study.train.training import FitResult, TrainConfig, compile_classifier, count_params, fit
 from study.zoo.text import build_text_encoder, build_top, get_text_encoder
 from study.zoo.text.encoder import batches
 
@@ -160,10 +160,16 @@ def scratch_text_cnn(vocab_size: int, n_classes: int, cfg: TrainConfig, dim: int
     x = keras.layers.Conv1D(128, 3, padding="same", activation="relu")(x)
     mask = keras.ops.expand_dims(keras.ops.cast(padding_mask, "float32"), -1)
     x = keras.ops.max(x * mask - (1.0 - mask) * 1e4, axis=1)
-    x = keras.layers.Dropout(cfg.dropout)(x)
+    x = keras.layers.Dropout(cfg.dropout, seed=cfg.seed)(x)
     l2 = keras.regularizers.L2(cfg.weight_decay)
     out = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=l2)(x)
     return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, out, name="text_cnn")
+
+
+def _fit(model: Any, lr: float, train: tuple, val: tuple, data: CellData, cfg: TrainConfig, phase: str) -> list:
+    """Compile and fit on token batches ((ids, lengths) for the training and validation texts)."""
+    return fit(compile_classifier(model, lr), _Batches(*train, data.y_train, cfg.batch_size, True, cfg.seed),
+               _Batches(*val, data.y_val, 64, False, cfg.seed), cfg.epochs, cfg.patience, phase)  # fmt: skip
 
 
 def run_scratch_cnn(data: CellData, spec: Any, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
@@ -173,9 +179,7 @@ def run_scratch_cnn(data: CellData, spec: Any, cfg: TrainConfig, engine: Feature
     xtr, ltr = _tokens(data, "pool", data.train_idx)
     xva, lva = _tokens(data, "pool", data.val_idx)
     t0 = time.perf_counter()
-    curves = fit(model, _Batches(xtr, ltr, data.y_train, cfg.batch_size, True, cfg.seed),
-                 _Batches(xva, lva, data.y_val, 64, False, cfg.seed), cfg.lr_head * 3, cfg.epochs, cfg.patience,
-                 "scratch")  # fmt: skip
+    curves = _fit(model, cfg.lr_head * 3, (xtr, ltr), (xva, lva), data, cfg, "scratch")
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     val, test = _predict(model, xva, lva), _predict(model, *_tokens(data, "test", data.test_idx))
@@ -258,9 +262,7 @@ def run_fine_tune_top(data: CellData, spec: Any, cfg: TrainConfig, engine: Featu
               "padding_mask": keras.Input((None,), dtype="int32", name="padding_mask")}  # fmt: skip
     model = _on_top(top, weights.to_keras(cfg), inputs)
     t0 = time.perf_counter()
-    curves = curves + fit(model, _Batches(xtr, ltr, data.y_train, cfg.batch_size, True, cfg.seed),
-                          _Batches(xva, lva, data.y_val, 64, False, cfg.seed), cfg.lr_finetune, cfg.epochs,
-                          cfg.patience, "fine_tune")  # fmt: skip
+    curves = curves + _fit(model, cfg.lr_finetune, (xtr, ltr), (xva, lva), data, cfg, "fine_tune")
     train_seconds = head_seconds + time.perf_counter() - t0
     t1 = time.perf_counter()
     val, test = _predict(model, xva, lva), _predict(model, *cached("test", data.test_idx))
@@ -283,9 +285,7 @@ def run_full_fine_tune(data: CellData, spec: Any, cfg: TrainConfig, engine: Feat
     xtr, ltr = _tokens(data, "pool", data.train_idx)
     xva, lva = _tokens(data, "pool", data.val_idx)
     t0 = time.perf_counter()
-    curves = curves + fit(model, _Batches(xtr, ltr, data.y_train, cfg.batch_size, True, cfg.seed),
-                          _Batches(xva, lva, data.y_val, 64, False, cfg.seed), cfg.lr_finetune, cfg.epochs,
-                          cfg.patience, "fine_tune")  # fmt: skip
+    curves = curves + _fit(model, cfg.lr_finetune, (xtr, ltr), (xva, lva), data, cfg, "fine_tune")
     train_seconds = head_seconds + time.perf_counter() - t0
     t1 = time.perf_counter()
     val, test = _predict(model, xva, lva), _predict(model, *_tokens(data, "test", data.test_idx))
