@@ -1,11 +1,12 @@
 """Executors: who runs the cells. The rest of the engine only hands over cells and a store URL.
 
-- ``local`` (default): ``workers`` processes on this machine. Each builds its own runner and store connection
-  and walks the same ordered cell list; the store's claims make every cell run exactly once, so workers need
-  no coordination of their own. CPU threads are split between workers (TF intra-op threads = cores/workers).
-  Each worker talks to the parent over one pipe (its summary back, "stop" forward; no semaphores, so nothing
-  can leak): on SIGINT/SIGTERM the parent asks every worker to stop and interrupts its cell in flight, and each
-  worker releases its claim and reports, so an interrupted sweep loses nothing and prints no traceback.
+- ``local`` (default): ``workers`` processes on this machine. Each builds its own runner and store connection and
+  walks the same ordered cell list, each from its own share onwards (``worker_order``); the store's claims make
+  every cell run exactly once, so workers need no coordination of their own. CPU threads are split between workers
+  (TF intra-op threads = cores/workers). Each worker talks to the parent over one pipe (its summary back, "stop"
+  forward; no semaphores, so nothing can leak): on SIGINT/SIGTERM the parent asks every worker to stop and
+  interrupts its cell in flight, and each worker releases its claim and reports, so an interrupted sweep loses
+  nothing and prints no traceback.
 - ``ray``: each cell a Ray task with resource requests (``num_cpus``, ``num_gpus``); workers resolve data and
   weights from their own data directory settings (a shared file system on a cluster) and write through the
   same store, so rows are written once per cell whoever runs it; Ray retries a task whose worker died, and the
@@ -29,7 +30,7 @@ from typing import Any
 
 from study.config import cpu_count
 from study.engine.grid import Cell
-from study.engine.sweep import STOP_SIGNALS, SweepSummary, log_to_file, run_cells, stop_on_signals
+from study.engine.sweep import STOP_SIGNALS, SweepSummary, estimate_seconds, log_to_file, run_cells, stop_on_signals
 
 log = logging.getLogger("study.engine.executors")
 STOP_GRACE_SECONDS = 120.0  # after a stop request, how long a worker may take to release its cell and report
@@ -83,6 +84,27 @@ def _make_runner(cfg: RunnerConfig) -> Any:
                       measure_latency=cfg.measure_latency)  # fmt: skip
 
 
+def worker_order(cells: list[Cell], index: int, workers: int) -> list[Cell]:
+    """Worker ``index``'s walk through the cells: the same list, started at its own share and wrapping around.
+
+    Shares are cut where the dataset changes, at about equal estimated time, so each worker keeps its datasets,
+    pooled models (``study.train.pool``) and fresh activations to itself instead of both workers alternating over
+    one dataset; a worker done with its share goes on into the next one, and the store's claims still make every
+    cell run exactly once.
+    """
+    if workers <= 1 or index == 0 or len(cells) < 2:
+        return list(cells)
+    costs = [estimate_seconds(c) for c in cells]
+    target, running, start = sum(costs) * index / workers, 0.0, len(cells)
+    for i, cost in enumerate(costs):
+        if running >= target and cells[i].dataset != cells[i - 1].dataset:
+            start = i
+            break
+        running += cost
+    start %= len(cells)
+    return list(cells[start:]) + list(cells[:start])
+
+
 def run_local(cells: list[Cell], cfg: RunnerConfig, workers: int = 1, progress: bool = True) -> SweepSummary:
     """Run in this process (``workers=1``) or in ``workers`` spawned processes sharing the store.
 
@@ -105,7 +127,8 @@ def run_local(cells: list[Cell], cfg: RunnerConfig, workers: int = 1, progress: 
         with _signals_blocked():  # children start with the stop signals blocked until their handlers are in place
             for i in range(workers):
                 here, there = ctx.Pipe()
-                proc = ctx.Process(target=_worker, args=([asdict(c) for c in cells], asdict(cfg), there),
+                order = worker_order(cells, i, workers)
+                proc = ctx.Process(target=_worker, args=([asdict(c) for c in order], asdict(cfg), there),
                                    name=f"study-worker-{i}")  # fmt: skip
                 proc.start()
                 there.close()
