@@ -217,7 +217,7 @@ def train(
     adversarial = target_x is not None and len(target_x) > 0
     steps_per_epoch = max(1, math.ceil(len(x) / batch_size))
     total = epochs * steps_per_epoch
-    opt = keras.optimizers.SGD(learning_rate=lr0, momentum=0.9)
+    opt = keras.optimizers.SGD(learning_rate=lr0, momentum=0.9, global_clipnorm=5.0)  # guards against divergence
     weights = net.all_weights() if adversarial else net.label_weights()
     opt.build(weights)
     ce = keras.losses.SparseCategoricalCrossentropy()
@@ -321,8 +321,15 @@ def _split_inputs(data: CellData, get: Callable[[CellData, str, np.ndarray], np.
     )  # fmt: skip
 
 
+def _standardiser(xs: np.ndarray, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    both = np.concatenate([xs, xt]) if len(xt) else xs
+    std = both.std(axis=0)
+    return both.mean(axis=0), np.maximum(std, 0.1 * float(std.mean()) + 1e-6)
+
+
 def _feature_inputs(data: CellData, spec: BackboneSpec | None, engine: FeatureEngine) -> Inputs:
-    """Cached pooled features, standardised with the labelled source training images' statistics."""
+    """Cached pooled features, standardised with the statistics of every training input (labelled source and the
+    unlabelled target: no labels), a floor on the scale so near-constant source dimensions cannot blow up."""
     assert spec is not None
 
     def get(cell: CellData, split: str, idx: np.ndarray) -> np.ndarray:
@@ -331,7 +338,7 @@ def _feature_inputs(data: CellData, spec: BackboneSpec | None, engine: FeatureEn
         return engine.pooled(cell, spec, split, idx)[0]
 
     d = _split_inputs(data, get)
-    mean, std = d.xs.mean(axis=0), d.xs.std(axis=0) + 1e-6
+    mean, std = _standardiser(d.xs, d.xt)
     dim = d.xs.shape[1]
 
     def z(a: np.ndarray) -> np.ndarray:
@@ -354,7 +361,8 @@ def _deploy_features(net: Network, data: CellData, spec: BackboneSpec | None, en
     """Images in, probabilities out: frozen backbone, pooling, the standardisation folded into the adapter's input."""
     assert spec is not None and data.source is not None
     raw = engine.pooled(data.source, spec, "pool", data.source.train_idx)[0]
-    mean, std = raw.mean(axis=0), raw.std(axis=0) + 1e-6
+    unlabelled = engine.pooled(data, spec, "pool", data.unlabelled_idx)[0] if len(data.unlabelled_idx) else raw[:0]
+    mean, std = _standardiser(raw, unlabelled)
 
     def build() -> Any:
         import keras
