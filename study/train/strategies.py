@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+import study.train.pool as pool  # not "from study.train import": that would import the package (an import circle)
 from study.cache.features import POOLED, FeatureEngine
 from study.data.cell_data import CellData
 from study.registry import Registry
-from study.train import pool
 from study.train.head import HeadWeights, train_head
 from study.train.training import (
     FitResult,
