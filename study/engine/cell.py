@@ -22,7 +22,7 @@ import numpy as np
 from study.cache.features import FeatureEngine
 from study.config import WeightsDirs, cpu_count
 from study.data import catalog as datasets
-from study.data.cell_data import CellData
+from study.data.cell_data import CellData, source_target_data
 from study.data.loaders import LoadedDataset
 from study.data.sampling import cap_test, class_balance, train_val_split
 from study.engine.grid import Cell
@@ -75,6 +75,11 @@ class CellRunner:
         return self._datasets[key]
 
     def cell_data(self, cell: Cell) -> CellData:
+        if cell.source is not None:  # domain adaptation: the target's cell with the source's nested in it
+            return source_target_data(
+                self.dataset(cell.source, cell.image_size), self.dataset(cell.dataset, cell.image_size),
+                cell.image_size, cell.n_images, cell.n_target_labels or 0, cell.seed, cell.max_test,
+            )  # fmt: skip
         ds = self.dataset(cell.dataset, cell.image_size)
         train_idx, val_idx = train_val_split(ds.pool.labels, cell.n_images, cell.seed, dataset=cell.dataset,
                                              groups=ds.pool.groups)
@@ -167,7 +172,7 @@ class CellRunner:
     ) -> dict[str, Any]:  # fmt: skip
         total, model_mb, latency = self._model_figures(cell, spec, uses_backbone, data.n_classes, result)
         info = describe_dataset(cell.dataset)
-        val = classification_metrics(data.y_val, result.val_proba, data.n_classes)
+        val = classification_metrics(data.y_select, result.val_proba, data.n_classes)
         stats = self.engine.cache.stats
         weights_sha = (
             weights_checksum(resolve_weights(spec, self.engine.weights))
@@ -209,6 +214,7 @@ class CellRunner:
                 "views": result.info.get("views", 1),
                 "freeze_point": result.info.get("freeze_point"),
                 "top_k": result.info.get("top_k"),
+                "adaptation": result.info.get("adaptation"),  # a pair cell's source/target counts and schedule
                 "cache_rows_computed": stats.computed_rows - stats0[0],
                 "cache_rows_hit": stats.hit_rows - stats0[1],
                 "wall_seconds": time.perf_counter() - t_start,

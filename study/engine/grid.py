@@ -43,6 +43,8 @@ SCHEMA: dict[str, tuple[type, type | None, str]] = {
     "augment": (bool, None, "true or false"),
     "deploy": (bool, None, "true or false"),
     "limits": (dict, dict, "a table of per-strategy tables"),
+    "pairs": (list, list, 'a list of [source, target] pairs, e.g. [["mnist", "mnist_m"]]'),
+    "n_target_labels": (list, int, "a list of integers (labelled target images per pair; 0 = unsupervised)"),
 }
 LIMIT_SCHEMA: dict[str, tuple[type, type | None, str]] = {
     "max_n": (int, None, "an integer"),
@@ -61,6 +63,8 @@ MAX_COUNT = 1_000_000  # epochs, trials, test images, training images: anything 
 
 
 def _is(value: Any, kind: type) -> bool:
+    if kind is list:
+        return isinstance(value, list)
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind is float:
@@ -101,6 +105,12 @@ class Cell:
     grid: str
     retries: int = 2  # degenerate-model retries (protocol, not part of the key)
     deploy: bool = False  # also measure Keras/TFLite deployment figures (metrics["deploy"]; not part of the key)
+    # Domain adaptation (study.train.adaptation): ``dataset`` is then the *target* (its test split scores the cell),
+    # ``source`` the labelled source dataset, ``n_images`` the labelled source images (80 % train / 20 % validation,
+    # as for any cell) and ``n_target_labels`` the labelled target images N_t (0: unsupervised adaptation). Both are
+    # None for an ordinary cell, and then neither its key nor its store row changes.
+    source: str | None = None
+    n_target_labels: int | None = None
 
     @property
     def key(self) -> str:
@@ -142,6 +152,8 @@ class Grid:
     limits: dict[str, dict[str, Any]] = field(default_factory=dict)
     include: tuple[str, ...] = ()
     parts: tuple[Grid, ...] = ()  # resolved ``include`` grids
+    pairs: tuple[tuple[str, str], ...] = ()  # (source, target): a domain-adaptation grid (replaces ``datasets``)
+    n_target_labels: tuple[int, ...] = (0,)  # labelled target images per pair (domain-adaptation grids only)
 
     def with_overrides(self, **overrides: Any) -> Grid:
         """CLI flags replace whole axes or settings (``None`` = keep the grid's value), in included grids too.
@@ -189,12 +201,23 @@ def load_grids(path: Path | None = None) -> dict[str, Grid]:
         for inc in table.get("include", []):
             if inc not in tables or tables[inc].get("include"):
                 raise StudyError(f"grid {name!r} includes {inc!r}, which is not a plain grid in {path}")
-        missing = [a for a in AXES if a not in table and not table.get("include")]
+        if "pairs" in table and "datasets" in table:
+            raise StudyError(f"grid {name!r} in {path} has both datasets and pairs; a grid names one or the other")
+        if "n_target_labels" in table and "pairs" not in table:
+            raise StudyError(f"grid {name!r} in {path}: n_target_labels needs pairs = [[source, target], ...]")
+        for pair in table.get("pairs", []):
+            if len(pair) != 2 or not all(isinstance(p, str) for p in pair):
+                raise StudyError(f"grid {name!r} in {path}: pair {pair!r} must be [source, target], two names")
+        axes = [a for a in AXES if not (a == "datasets" and "pairs" in table)]
+        missing = [a for a in axes if a not in table and not table.get("include")]
         if missing:
             raise StudyError(f"grid {name!r} in {path} lacks the axes {missing}")
 
     def make(name: str) -> Grid:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in tables[name].items()}
+        if "pairs" in values:
+            values["pairs"] = tuple(tuple(p) for p in values["pairs"])
+            values["datasets"] = tuple(dict.fromkeys(t for _, t in values["pairs"]))  # the targets
         for axis in AXES:
             values.setdefault(axis, ())
         parts = tuple(make(inc) for inc in values.get("include", ()))
@@ -274,6 +297,7 @@ def validate(grid: Grid) -> None:
         describe(d)
     for s in grid.strategies:
         get_strategy(s)
+    check_pairs(grid)
     for b in grid.backbones:
         check_image_size(get_backbone(b), grid.image_size)
     if not isinstance(grid.deploy, bool):
@@ -300,6 +324,32 @@ def _modality(dataset: str) -> str:
     return get_dataset(describe(dataset).base).modality
 
 
+def check_pairs(grid: Grid) -> None:
+    """A domain-adaptation grid: known pairs with one class set, pair strategies only (and never the reverse)."""
+    from study.data.cell_data import check_pair
+    from study.train.strategies import get_strategy
+
+    paired = [s for s in grid.strategies if get_strategy(s).pair]
+    if not grid.pairs:
+        if paired:
+            raise StudyError(
+                f"grid {grid.name!r}: strategies {paired} need a (source, target) pair; give pairs = [[source, "
+                "target], ...] instead of datasets"
+            )
+        return
+    ordinary = [s for s in grid.strategies if not get_strategy(s).pair]
+    if ordinary:
+        raise StudyError(
+            f"grid {grid.name!r} names pairs, but strategies {ordinary} train on one dataset; use the pair "
+            "strategies (source_only, dann, target_only, source_then_target)"
+        )
+    for source, target in grid.pairs:
+        check_pair(source, target)
+    bad = [n for n in grid.n_target_labels if not _is(n, int) or not 0 <= n <= MAX_COUNT]
+    if bad or not grid.n_target_labels:
+        raise StudyError(f"grid {grid.name!r}: n_target_labels must be integers from 0 to {MAX_COUNT}, got {bad}")
+
+
 def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
     """The grid's cells in a stable order (cheap, cache-sharing cells of a dataset together), and the skips."""
     from study.data.catalog import describe
@@ -315,6 +365,8 @@ def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
                     cells.append(replace(cell, grid=grid.name))
             skipped += [replace(s, cell=replace(s.cell, grid=grid.name)) for s in expand(part)[1]]
         return cells, skipped
+    if grid.pairs:
+        return _expand_pairs(grid)
     cells: list[Cell] = []
     skipped: list[Skipped] = []
     seen: set[str] = set()
@@ -341,6 +393,54 @@ def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
             skipped.append(Skipped(cell, f"n={n} is above this grid's cap for {strategy} (max_n={cap})"))
         elif sizes is not None and n not in sizes:
             skipped.append(Skipped(cell, f"this grid runs {strategy} only at n in {list(sizes)}"))
+        elif only is not None and cell.backbone is not None and cell.backbone not in only:
+            skipped.append(Skipped(cell, f"this grid runs {strategy} only with {', '.join(only)}"))
+        else:
+            cells.append(cell)
+    return cells, skipped
+
+
+def _expand_pairs(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
+    """A domain-adaptation grid's cells: pairs x source sizes x N_t x seeds x strategies x backbones, and the skips.
+
+    Skipped: a source size above the source pool; N_t above the target pool or below two per target class (a
+    labelled target set is split into training and validation like any N images); a strategy that needs labelled
+    target images (``Strategy.needs_target_labels``) at N_t = 0.
+    """
+    from study.data.catalog import describe
+    from study.data.datasets import get_dataset
+    from study.train.strategies import get_strategy
+
+    cells: list[Cell] = []
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
+    for (source, target), n, n_t, seed, strategy, backbone in itertools.product(
+        grid.pairs, grid.sizes, grid.n_target_labels, grid.seeds, grid.strategies, grid.backbones
+    ):
+        record = get_strategy(strategy)
+        cell = Cell(
+            dataset=target, n_images=n, strategy=strategy, backbone=backbone if record.uses_backbone else None,
+            image_size=grid.image_size, seed=seed, epochs=grid.epochs, trials=grid.trials, augment=grid.augment,
+            max_test=grid.max_test, grid=grid.name, retries=grid.retries, deploy=grid.deploy, source=source,
+            n_target_labels=n_t,
+        )  # fmt: skip
+        if cell.key in seen:
+            continue
+        seen.add(cell.key)
+        source_pool, target_pool = describe(source).pool_size, describe(target).pool_size
+        k = len(get_dataset(describe(target).base).class_names)
+        limit = grid.limits.get(strategy, {})
+        only = limit.get("backbones")
+        if source_pool is not None and n > source_pool:
+            skipped.append(Skipped(cell, f"n={n} exceeds the pool of source {source} ({source_pool} images)"))
+        elif target_pool is not None and n_t > target_pool:
+            skipped.append(Skipped(cell, f"n_target_labels={n_t} exceeds the pool of {target} ({target_pool} images)"))
+        elif 0 < n_t < 2 * k:
+            skipped.append(Skipped(cell, f"n_target_labels={n_t} is below 2 per class for {target}'s {k} classes"))
+        elif n_t == 0 and record.needs_target_labels:
+            skipped.append(Skipped(cell, f"{strategy} needs labelled target images (n_target_labels > 0)"))
+        elif limit.get("max_n") is not None and n > limit["max_n"]:
+            skipped.append(Skipped(cell, f"n={n} is above this grid's cap for {strategy} (max_n={limit['max_n']})"))
         elif only is not None and cell.backbone is not None and cell.backbone not in only:
             skipped.append(Skipped(cell, f"this grid runs {strategy} only with {', '.join(only)}"))
         else:

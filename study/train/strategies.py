@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+import study.train.pool as pool  # not "from study.train import": that would import the package (an import circle)
 from study.cache.features import POOLED, FeatureEngine
 from study.data.cell_data import CellData
 from study.registry import Registry
-from study.train import pool
 from study.train.head import HeadWeights, train_head
 from study.train.training import (
     FitResult,
@@ -72,6 +72,8 @@ class Strategy:
     curve_example: int | None = None  # rank among the report's example learning curves (None: after the ranked)
     textbook: tuple[tuple[str, int], ...] = ()  # ("small/similar", rank): the 2x2 rule's preference per quadrant
     modality: str = "image"  # the datasets it trains on ("image" or "text"): grids pair it with those only
+    pair: bool = False  # trains on a (source, target) cell: ``CellData.source`` is set (study.train.adaptation)
+    needs_target_labels: bool = False  # a pair strategy that cannot run at n_target_labels = 0
 
     @property
     def display(self) -> str:

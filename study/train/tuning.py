@@ -69,8 +69,11 @@ def search_space(trial: Any, strategy: Strategy, spec: BackboneSpec | None) -> d
 
 
 def validation_score(data: CellData, result: FitResult) -> float:
-    """Balanced accuracy on the validation split: robust to imbalance, chance = 1/K for a collapsed model."""
-    return float(balanced_accuracy_score(data.y_val, np.asarray(result.val_proba).argmax(axis=1)))
+    """Balanced accuracy on the validation split: robust to imbalance, chance = 1/K for a collapsed model.
+
+    ``CellData.y_select``: a domain-adaptation cell is scored on its source's validation split (no target labels).
+    """
+    return float(balanced_accuracy_score(data.y_select, np.asarray(result.val_proba).argmax(axis=1)))
 
 
 @dataclass

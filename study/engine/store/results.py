@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from study.engine.store.connection import first_line, make_engine, parse_url, read_only
 from study.engine.store.liveness import this_worker, worker_dead
 from study.engine.store.schema import (
+    ADDED_COLUMNS,
     DATASET_COLUMNS,
     JSON_COLUMNS,
     KEY_COLUMNS,
@@ -119,11 +120,29 @@ class ResultsStore:
             raise StudyError(f"results store {self.display_url} has no runs table; run a sweep first or fix the URL")
         have = {c["name"] for c in sa.inspect(self.engine).get_columns("runs")}
         missing = [c for c in RUN_COLUMNS if c not in have]
+        if missing and set(missing) <= ADDED_COLUMNS:
+            missing = self._add_columns(missing)
         if missing:
             raise StudyError(
                 f"results store {self.display_url} has an older runs table (missing {', '.join(missing)}); "
                 "export it and start a new store"
             )
+
+    def _add_columns(self, names: list[str]) -> list[str]:
+        """Migrate an older ``runs`` table: add the nullable key columns it lacks; returns those still missing.
+
+        Existing rows read NULL there (ordinary cells), which is what a new store writes for them too.
+        """
+        for name in names:
+            column = runs.c[name]
+            sql_type = column.type.compile(dialect=self.engine.dialect)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(f'ALTER TABLE runs ADD COLUMN "{name}" {sql_type}'))
+            except exc.DBAPIError:
+                pass  # read-only, or another process added it meanwhile: the re-inspection below decides
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns("runs")}
+        return [n for n in names if n not in have]
 
     def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
         """Pickle as the constructor arguments (an Engine cannot cross processes), e.g. into Ray tasks."""

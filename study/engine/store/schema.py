@@ -44,8 +44,15 @@ KEY_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("augment", "bool", "", "whether training-time data augmentation was on"),
     ColumnSpec("epochs_budget", "int", "epochs", "maximum training epochs allowed for the cell"),
     ColumnSpec("trials_budget", "int", "trials", "hyper-parameter search trials allowed for the cell"),
+    ColumnSpec("source", "str", "", "labelled source dataset of a domain-adaptation cell (NULL: an ordinary cell)"),
+    ColumnSpec(
+        "n_target_labels", "int", "images", "labelled target images of a domain-adaptation cell (NULL: ordinary)"
+    ),
 )
 """Columns that identify a cell; filled by ``claim`` from the cell dict."""
+
+ADDED_COLUMNS = frozenset({"source", "n_target_labels"})
+"""Nullable key columns added after stores existed: an older ``runs`` table gains them (``ALTER TABLE``) on open."""
 
 REQUIRED_KEYS = ("dataset", "n_images", "strategy", "backbone", "image_size", "seed")
 
@@ -163,7 +170,8 @@ def make_cell_key(cell: Mapping[str, Any]) -> str:
 
     E.g. ``cats_and_dogs_filtered[n=200]/fine_tune_top/mobilenet_v2/s160/seed=1``. Optional parts appear only
     when set, so cells that differ only in augmentation or budgets get distinct keys: ``/aug`` when augment is
-    true, ``/e=<epochs_budget>``, ``/t=<trials_budget>``, all before ``/seed=``.
+    true, ``/e=<epochs_budget>``, ``/t=<trials_budget>``, all before ``/seed=``. A domain-adaptation cell (``source``
+    set) adds ``/src=<source>/nt=<n_target_labels>`` there too; ordinary cells' keys are unchanged by it.
     """
     missing = [k for k in REQUIRED_KEYS if cell.get(k) is None]
     if missing:
@@ -175,6 +183,8 @@ def make_cell_key(cell: Mapping[str, Any]) -> str:
         key += f"/e={cell['epochs_budget']}"
     if cell.get("trials_budget") is not None:
         key += f"/t={cell['trials_budget']}"
+    if cell.get("source") is not None:
+        key += f"/src={cell['source']}/nt={cell.get('n_target_labels') or 0}"
     return f"{key}/seed={cell['seed']}"
 
 
