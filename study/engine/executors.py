@@ -69,9 +69,13 @@ def _make_runner(cfg: RunnerConfig) -> Any:
     load_plugins(cfg.plugins)
     if cfg.threads:
         import tensorflow as tf
+        from threadpoolctl import threadpool_limits
 
         tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.threads))
+        # NumPy/SciPy/scikit-learn's BLAS and OpenMP pools too (linear probes, LogME): left at one thread per core
+        # in every worker, two workers oversubscribe two cores and BLAS threads spin against each other.
+        _WORKER_STATE["blas_limits"] = threadpool_limits(limits=cfg.threads)
     if cfg.grid_file:
         from study.engine.grid import load_grids
 
