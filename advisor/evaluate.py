@@ -37,6 +37,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from advisor.data import AdvisorError, base_groups, prepare
@@ -66,6 +67,26 @@ def leave_one_dataset_out(
     runs: pd.DataFrame, similarity: pd.DataFrame | None = None, advisor: Advisor | None = None
 ) -> pd.DataFrame:
     """One row per held-out (dataset, n_images, image_size), then a summary row of means (``is_summary``)."""
+    return evaluate_methods(runs, similarity, advisor)[0]
+
+
+def evaluate_methods(
+    runs: pd.DataFrame,
+    similarity: pd.DataFrame | None = None,
+    advisor: Advisor | None = None,
+    probes: pd.DataFrame | None = None,
+    gain: Any = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-cell table of ``leave_one_dataset_out`` and the long table of every method's pick per cell.
+
+    ``picks`` has one row per (held-out cell, method) with ``strategy``, ``backbone``, ``accuracy``, ``regret``,
+    ``agrees`` (the pick is the cell's best option), ``strategy_agrees``, the interval ``low``/``high`` where the
+    method states one, ``covered`` (the pick's measured accuracy inside it) and ``options_covered`` (share of the
+    cell's measured options inside their intervals). Methods: ``METHODS`` (``advisor.baselines``); with
+    ``probes`` (``advisor.cell_probes``: one row per dataset, n, seed, backbone) the probe baselines, and with
+    ``gain`` (an unfitted ``advisor.gain.GainModel``) the probe-based advisor, refitted per fold without the
+    held-out dataset's runs, similarity rows and probes.
+    """
     from sklearn.base import clone
 
     template = advisor if advisor is not None else Advisor()
@@ -76,16 +97,161 @@ def leave_one_dataset_out(
             f"leave-one-dataset-out needs results on at least 2 datasets; the table has usable (non-degenerate) "
             f"runs on {', '.join(groups)} only"
         )
+    options = sorted({(s, b) for s, b in zip(frame["strategy"], frame["backbone"], strict=True)})
+    probe_groups = None if probes is None or probes.empty else _probe_groups(probes)
     records: list[dict[str, Any]] = []
+    picks: list[dict[str, Any]] = []
     for group, train, train_similarity, held_runs in _folds(runs, similarity, groups):
         fitted = clone(template).fit(train, train_similarity)
         held = held_out_frame(held_runs, similarity, fitted)
+        train_probes = held_probes = None
+        if probe_groups is not None:
+            train_probes, held_probes = probes[probe_groups != group], probes[probe_groups == group]
+        fitted_gain = None
+        if gain is not None and train_probes is not None:
+            fitted_gain = clone(gain).fit(train, train_similarity, train_probes)
         for key, cell in held.groupby(["dataset", "n_images", "image_size"], sort=True):
-            records.append(_score_cell(fitted, group, key, cell))
+            record = _score_cell(fitted, group, key, cell)
+            records.append(record)
+            cell_probes = None if held_probes is None else _cell_probes(held_probes, key)
+            picks += _method_picks(fitted, fitted_gain, record, cell, options, cell_probes)
     table = pd.DataFrame.from_records(records, columns=COLUMNS)
     table = pd.concat([table, _summary(table)], ignore_index=True)
     table.attrs["regret_basis"] = dict(REGRET_BASIS)
-    return table
+    long = pd.DataFrame.from_records(picks, columns=PICK_COLUMNS)
+    return table, with_hindsight(long)
+
+
+PICK_COLUMNS = ["group", "dataset", "n_images", "image_size", "method", "kind", "strategy", "backbone", "accuracy",
+                "best_accuracy", "regret", "agrees", "strategy_agrees", "low", "high", "covered",
+                "options_covered", "extrapolated"]  # fmt: skip
+ADVISOR, ADVISOR_PROBES, TEXTBOOK, BEST_PROBE, LOGME_FT = (
+    "advisor (traits)", "advisor (probes + gains)", "textbook 2x2", "best probe", "LogME pick + full fine-tune")
+HINDSIGHT = "best constant (hindsight)"
+"""Not a method: the constant with the lowest mean regret on the evaluated cells themselves."""
+
+
+def _probe_groups(probes: pd.DataFrame) -> pd.Series:
+    return base_groups(probes.assign(dataset=probes["dataset"].astype(str)))
+
+
+def _cell_probes(probes: pd.DataFrame, key: tuple[Any, ...]) -> pd.DataFrame | None:
+    """One row per backbone: the probe scores of the cell's N training images, averaged over its seeds."""
+    dataset, n_images, image_size = key
+    rows = probes[(probes["dataset"] == dataset) & (probes["n_images"] == n_images)
+                  & (probes["image_size"] == image_size)]  # fmt: skip
+    if rows.empty:
+        return None
+    cols = [c for c in ("linear_probe_accuracy", "linear_probe_std", "knn_accuracy", "logme") if c in rows]
+    return rows.groupby("backbone", as_index=False)[cols].mean()
+
+
+def _method_picks(advisor: Advisor, gain: Any, record: dict[str, Any], cell: pd.DataFrame,
+                  options: list[tuple[str, str]], probes: pd.DataFrame | None) -> list[dict[str, Any]]:  # fmt: skip
+    """Every method's pick in one held-out cell, scored against the cell's best measured option."""
+    from advisor.baselines import best_probe_pick, logme_pick, measured_fallback
+
+    measured = cell.groupby(["strategy", "backbone"])["accuracy"].mean()
+    pool = list(measured.index)
+    best = float(measured.max())
+    best_option = measured.idxmax()
+    base = {"group": record["group"], "dataset": record["dataset"], "n_images": record["n_images"],
+            "image_size": record["image_size"], "best_accuracy": best}  # fmt: skip
+
+    def row(method: str, kind: str, pick: tuple[str, str] | None, low: float = math.nan, high: float = math.nan,
+            options_covered: float = math.nan, extrapolated: Any = None) -> dict[str, Any]:  # fmt: skip
+        if pick is None:
+            return {**base, "method": method, "kind": kind, "strategy": None, "backbone": None,
+                    "accuracy": math.nan, "regret": math.nan, "agrees": None, "strategy_agrees": None, "low": low,
+                    "high": high, "covered": None, "options_covered": options_covered,
+                    "extrapolated": extrapolated}  # fmt: skip
+        acc = float(measured[pick])
+        covered = bool(low <= acc <= high) if not (math.isnan(low) or math.isnan(high)) else None
+        return {**base, "method": method, "kind": kind, "strategy": pick[0], "backbone": pick[1], "accuracy": acc,
+                "regret": best - acc, "agrees": pick == best_option, "strategy_agrees": pick[0] == best_option[0],
+                "low": low, "high": high, "covered": covered, "options_covered": options_covered,
+                "extrapolated": extrapolated}  # fmt: skip
+
+    out = []
+    table = advisor.predict_table(_cell_traits(advisor, record, cell)).set_index(["strategy", "backbone"])
+    ranked = [o for o in table.index if o in measured.index]
+    pick = ranked[0] if ranked else None
+    inside = [float(table.loc[o, "low"]) <= float(measured[o]) <= float(table.loc[o, "high"]) for o in ranked]
+    lo, hi = (float(table.loc[pick, "low"]), float(table.loc[pick, "high"])) if pick else (math.nan, math.nan)
+    out.append(row(ADVISOR, "advisor", pick, lo, hi, float(np.mean(inside)) if inside else math.nan))
+    tb = (record["textbook_strategy"], record["textbook_backbone"])
+    out.append(row(TEXTBOOK, "rule", tb if tb in measured.index else None))
+    for option in options:
+        out.append(row(f"constant {option[0]}/{option[1]}", "constant", measured_fallback(option, pool)))
+    if probes is not None:
+        out.append(row(BEST_PROBE, "probe", best_probe_pick(probes, pool)))
+        out.append(row(LOGME_FT, "probe", logme_pick(probes, pool)))
+        if gain is not None:
+            predicted = gain.predict(_cell_traits(advisor, record, cell), probes).set_index(["strategy", "backbone"])
+            ranked = [o for o in predicted.index if o in measured.index]
+            pick = ranked[0] if ranked else None
+            inside = [float(predicted.loc[o, "low"]) <= float(measured[o]) <= float(predicted.loc[o, "high"])
+                      for o in ranked]  # fmt: skip
+            lo, hi = ((float(predicted.loc[pick, "low"]), float(predicted.loc[pick, "high"])) if pick
+                      else (math.nan, math.nan))  # fmt: skip
+            extrapolated = bool(predicted.loc[pick, "extrapolated"]) if pick else None
+            out.append(row(ADVISOR_PROBES, "advisor", pick, lo, hi, float(np.mean(inside)) if inside else math.nan,
+                           extrapolated))  # fmt: skip
+    return out
+
+
+def _cell_traits(advisor: Advisor, record: dict[str, Any], cell: pd.DataFrame) -> dict[str, Any]:
+    first = cell.iloc[0]
+    domain = str(first["domain"])
+    if domain not in advisor.domains_ and not _known_label(advisor, domain):
+        domain = "other"
+    return {"n_images": int(record["n_images"]), "domain": domain, "image_size": int(record["image_size"]),
+            "gap": record["gap"], "n_classes": _int_or_none(first["n_classes"]),
+            "imbalance": _float_or_none(first["imbalance"])}  # fmt: skip
+
+
+def with_hindsight(picks: pd.DataFrame) -> pd.DataFrame:
+    """``picks`` plus the best constant in hindsight: the constant whose mean regret over these cells is lowest.
+
+    Only constants with a pick in every evaluated cell compete (one that falls back to nothing is not a constant).
+    """
+    constants = picks[picks["kind"] == "constant"]
+    if constants.empty:
+        return picks
+    complete = constants.groupby("method")["regret"].apply(lambda r: r.notna().all())
+    means = constants.groupby("method")["regret"].mean()[complete[complete].index]
+    if means.empty:
+        return picks
+    winner = str(means.sort_values(kind="stable").index[0])
+    best = constants[constants["method"] == winner].assign(method=f"{HINDSIGHT}: {winner.removeprefix('constant ')}",
+                                                           kind="hindsight")  # fmt: skip
+    return pd.concat([picks, best], ignore_index=True)
+
+
+def method_summary(picks: pd.DataFrame) -> pd.DataFrame:
+    """Per method: cells scored, regret in accuracy points (mean, median, max), top-1 agreement (option and
+    strategy) and interval coverage (of the pick, and of every measured option in the cell), best first."""
+    rows = []
+    for method, g in picks.groupby("method", sort=False):
+        scored = g.dropna(subset=["regret"])
+        covered = scored["covered"].dropna()
+        rows.append({"method": method, "kind": g["kind"].iloc[0], "cells": int(len(scored)),
+                     "cells_without_pick": int(len(g) - len(scored)),
+                     "mean_regret": 100 * float(scored["regret"].mean()) if len(scored) else math.nan,
+                     "median_regret": 100 * float(scored["regret"].median()) if len(scored) else math.nan,
+                     "max_regret": 100 * float(scored["regret"].max()) if len(scored) else math.nan,
+                     "top1_agreement": float(scored["agrees"].astype(float).mean()) if len(scored) else math.nan,
+                     "strategy_agreement": (float(scored["strategy_agrees"].astype(float).mean()) if len(scored)
+                                            else math.nan),
+                     "pick_coverage": float(covered.astype(float).mean()) if len(covered) else math.nan,
+                     "option_coverage": float(g["options_covered"].mean()) if g["options_covered"].notna().any()
+                     else math.nan})  # fmt: skip
+    order = {"advisor": 0, "rule": 1, "probe": 2, "hindsight": 3, "constant": 4}
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["_k"] = out["kind"].map(order)
+    return out.sort_values(["_k", "mean_regret", "method"]).drop(columns="_k").reset_index(drop=True)
 
 
 def _folds(runs: pd.DataFrame, similarity: pd.DataFrame | None, groups: list[str]

@@ -370,6 +370,14 @@ def _cross_validate(
     With ``groups`` the folds are ``StratifiedGroupKFold``'s (each group in one fold, classes spread as evenly as
     whole groups allow), also capped at the number of groups.
     """
+    predictions = out_of_fold(f, labels, folds, seed, fit_predict, groups)[0]
+    return float(np.mean(predictions == labels))
+
+
+def out_of_fold(
+    f: _F64, labels: npt.NDArray[Any], folds: int, seed: int, fit_predict: Any, groups: npt.ArrayLike | None = None
+) -> tuple[npt.NDArray[Any], list[npt.NDArray[np.int64]]]:
+    """(out-of-fold predictions, each fold's test rows): the folds of ``_cross_validate``, for per-fold spreads."""
     if folds < 2:
         raise StudyError(f"folds must be at least 2, got {folds}")
     _, counts = np.unique(labels, return_counts=True)
@@ -394,4 +402,4 @@ def _cross_validate(
             predictions[test] = train_labels[0]
         else:
             predictions[test] = fit_predict(f[train], train_labels, f[test])
-    return float(np.mean(predictions == labels))
+    return predictions, [test for _, test in splits]

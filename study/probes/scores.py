@@ -1,0 +1,66 @@
+"""The probes the advisor reads: how well a frozen backbone's pooled features already separate N labelled images.
+
+Computed on the N *training* images only (a user's folder without its held-out split; a study cell's train +
+validation images, never its test split), so the study's cells and a user's folder get the same numbers:
+
+- ``linear_probe_accuracy``: cross-validated accuracy of the study's linear probe (L2-regularised logistic regression
+  on L2-normalised features, ``study.probes.similarity.linear_probe_accuracy``), pooled over the out-of-fold
+  predictions, with ``linear_probe_std``, the standard deviation of the per-fold accuracies (how much to trust it);
+- ``knn_accuracy``: cross-validated k-nearest-neighbour accuracy on the same folds;
+- ``logme``: LogME (You et al., ICML 2021; ``study.probes.similarity.logme``) on all N images (no folds: it is an
+  evidence, not a held-out score).
+
+Folds are stratified, group-aware when the images have groups (patients, slides, tracks), and shrink to what the
+smallest class allows (``study.probes.similarity.out_of_fold``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+
+from study.errors import StudyError
+from study.probes.similarity import _probe_inputs, logme, out_of_fold
+
+FOLDS = 5
+K = 5
+PROBE_KEYS = ("linear_probe_accuracy", "linear_probe_std", "knn_accuracy", "logme")
+
+
+def probe_scores(
+    F: npt.ArrayLike, y: npt.ArrayLike, groups: npt.ArrayLike | None = None, folds: int = FOLDS, seed: int = 0,
+    k: int = K,
+) -> dict[str, Any]:  # fmt: skip
+    """Every probe of one feature set: the ``PROBE_KEYS`` plus ``n``, ``n_classes``, ``folds`` and ``seconds``.
+
+    Raises ``StudyError`` (one line) when the images cannot be probed: fewer than 4, a single class, or a class with
+    a single image (no fold could hold it out and train on it).
+    """
+    t0 = time.perf_counter()
+    f, labels = _probe_inputs(F, y)
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 2:
+        small = classes[counts.argmin()]
+        raise StudyError(f"class {small!r} has 1 training image; a cross-validated probe needs at least 2 per class")
+    if groups is not None and np.unique(np.asarray(groups)).size < 2:
+        groups = None  # one group: nothing can leak between folds that ungrouped folds would not also share
+
+    def linear(train_x: Any, train_y: Any, test_x: Any) -> Any:
+        return LogisticRegression(C=1.0, max_iter=2000).fit(train_x, train_y).predict(test_x)
+
+    def knn(train_x: Any, train_y: Any, test_x: Any) -> Any:
+        return KNeighborsClassifier(n_neighbors=min(k, train_x.shape[0])).fit(train_x, train_y).predict(test_x)
+
+    lin, tests = out_of_fold(f, labels, folds, seed, linear, groups)
+    near, _ = out_of_fold(f, labels, folds, seed, knn, groups)
+    per_fold = [float(np.mean(lin[t] == labels[t])) for t in tests]
+    return {"linear_probe_accuracy": float(np.mean(lin == labels)),
+            "linear_probe_std": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0,
+            "knn_accuracy": float(np.mean(near == labels)), "logme": logme(np.asarray(F, dtype=np.float64), labels),
+            "n": int(f.shape[0]), "n_classes": int(classes.size), "folds": len(tests),
+            "seconds": time.perf_counter() - t0}  # fmt: skip

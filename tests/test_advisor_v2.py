@@ -1,0 +1,247 @@
+"""Advisor v2 on a constructed study where the truth is known: baselines, probes, the gain model, intervals.
+
+The study below: each dataset has its own backbone quality per backbone (``QUALITY``: which backbone is best
+differs between datasets), the frozen options are exactly their backbone's probe (+ a fixed offset), and full
+fine-tuning gains ``0.03 * (log2 n - 8)`` over the best probe (plus a per-dataset effect), on a backbone that
+loses half of its probe deficit. So below ~256 images the probe alone decides (the linear probe on the best-probed
+backbone), above it the study's fine-tuning gain must override the probe's verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from advisor import Advisor
+from advisor.baselines import best_probe_pick, logme_pick, measured_fallback
+from advisor.evaluate import ADVISOR_PROBES, BEST_PROBE, HINDSIGHT, LOGME_FT, TEXTBOOK, evaluate_methods, method_summary
+from advisor.gain import GainModel
+from study.analysis.tables import flatten
+from study.errors import StudyError
+
+SIZES = (50, 100, 250, 500, 1000, 2000, 4000)
+RNG = np.random.default_rng(7)
+QUALITY = {f"ds{i}": {"bb_a": float(RNG.uniform(0.6, 0.9)), "bb_b": float(RNG.uniform(0.6, 0.9))} for i in range(8)}
+EFFECT = {d: float(RNG.normal(0, 0.01)) for d in QUALITY}  # the dataset's own fine-tuning quirk
+
+
+def probe(d: str, b: str, n: int) -> float:
+    return QUALITY[d][b] - 0.02 * (12 - math.log2(n))
+
+
+def truth(d: str, s: str, b: str, n: int) -> float:
+    best = max(probe(d, x, n) for x in ("bb_a", "bb_b"))
+    if s == "linear_probe":
+        return probe(d, b, n) + 0.01
+    if s == "feature_extraction":
+        return probe(d, b, n) - 0.005
+    if s == "full_fine_tune":
+        return best + 0.03 * (math.log2(n) - 8) + 0.5 * (probe(d, b, n) - best) + EFFECT[d]
+    return best - 0.2  # scratch_small
+
+
+def constructed(noise: float = 0.002) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(runs, similarity, probes) of the constructed study, in the shapes ``load_results`` / ``cell_probes`` give."""
+    rng = np.random.default_rng(0)
+    runs, probes = [], []
+    for d in QUALITY:
+        for n in SIZES:
+            for s in ("linear_probe", "feature_extraction", "full_fine_tune", "scratch_small"):
+                for b in ("none",) if s == "scratch_small" else ("bb_a", "bb_b"):
+                    for seed in (0, 1):
+                        acc = float(np.clip(truth(d, s, b, n) + rng.normal(0, noise), 0, 1))
+                        runs.append({"cell_key": f"{d}/{n}/{s}/{b}/{seed}", "status": "complete", "dataset": d,
+                                     "domain": "natural", "n_images": n, "strategy": s, "backbone": b,
+                                     "image_size": 64, "seed": seed, "accuracy": acc, "balanced_accuracy": acc,
+                                     "majority_share": 0.2, "degenerate": False, "train_seconds": 1.0,
+                                     "extract_seconds": 1.0,
+                                     "metrics": {"n_classes": 5, "pool_majority_share": 0.2, "base_dataset": d,
+                                                 "top_prediction_share": 0.2, "n_test": 500}})  # fmt: skip
+            for b in ("bb_a", "bb_b"):
+                for seed in (0, 1):
+                    p = probe(d, b, n)
+                    probes.append({"dataset": d, "n_images": n, "seed": seed, "image_size": 64, "backbone": b,
+                                   "linear_probe_accuracy": p, "linear_probe_std": 0.01, "knn_accuracy": p - 0.05,
+                                   "logme": p - 1.0})  # fmt: skip
+    sims = [{"dataset": d, "domain": "natural", "backbone": b, "image_size": 64, "frechet_distance": 100.0}
+            for d in QUALITY for b in ("bb_a", "bb_b")]  # fmt: skip
+    return flatten(pd.DataFrame(runs)), pd.DataFrame(sims), pd.DataFrame(probes)
+
+
+CHEAP = Advisor(bandwidth=math.inf, n_estimators=10)
+"""The traits-only advisor without its inner bandwidth selection: these tests are about the other methods."""
+
+
+@pytest.fixture(scope="module")
+def study() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return constructed()
+
+
+@pytest.fixture(scope="module")
+def evaluated(study):
+    runs, sims, probes = study
+    return evaluate_methods(runs, sims, CHEAP, probes=probes, gain=GainModel())
+
+
+# ---------------------------------------------------------------------------------------------------- baselines
+
+
+def test_measured_fallback_keeps_the_backbone_and_the_freezing_level():
+    pool = [("fine_tune_top", "bb_a"), ("linear_probe", "bb_a"), ("scratch_small", "none"), ("full_fine_tune", "bb_b")]
+    assert measured_fallback(("full_fine_tune", "bb_b"), pool) == ("full_fine_tune", "bb_b")
+    assert measured_fallback(("full_fine_tune", "bb_a"), pool) == ("fine_tune_top", "bb_a")
+    assert measured_fallback(("feature_extraction", "bb_a"), pool) == ("linear_probe", "bb_a")
+    assert measured_fallback(("full_fine_tune", "bb_c"), pool) is None
+    assert measured_fallback(("scratch", "none"), pool) is None  # backbone-free: no stand-in
+
+
+def test_probe_baselines_follow_the_probe_and_logme_rankings():
+    probes = pd.DataFrame({"backbone": ["bb_a", "bb_b"], "linear_probe_accuracy": [0.7, 0.8], "logme": [0.1, -0.2]})
+    pool = [("linear_probe", "bb_a"), ("linear_probe", "bb_b"), ("full_fine_tune", "bb_a"), ("fine_tune_top", "bb_b")]
+    assert best_probe_pick(probes, pool) == ("linear_probe", "bb_b")
+    assert logme_pick(probes, pool) == ("full_fine_tune", "bb_a")
+    assert best_probe_pick(probes, [("feature_extraction", "bb_b")]) == ("feature_extraction", "bb_b")
+
+
+def test_every_constant_and_the_hindsight_constant_are_scored(evaluated, study):
+    _, picks = evaluated
+    summary = method_summary(picks).set_index("method")
+    constants = summary[summary["kind"] == "constant"]
+    assert len(constants) == 7  # 3 strategies x 2 backbones + scratch_small
+    cells = len(QUALITY) * len(SIZES)
+    assert (constants["cells"] == cells).all()
+    hindsight = summary[summary["kind"] == "hindsight"]
+    assert len(hindsight) == 1 and hindsight.index[0].startswith(HINDSIGHT)
+    assert hindsight["mean_regret"].iloc[0] == pytest.approx(constants["mean_regret"].min())
+    # by construction: constant regret is exactly computable from the truth (noise aside)
+    lp_a = np.mean([max(truth(d, s, b, n) for s in ("linear_probe", "feature_extraction", "full_fine_tune",
+                                                    "scratch_small") for b in ("bb_a", "bb_b", "none")
+                        if not (s == "scratch_small") ^ (b == "none")) - truth(d, "linear_probe", "bb_a", n)
+                    for d in QUALITY for n in SIZES])  # fmt: skip
+    assert summary.loc["constant linear_probe/bb_a", "mean_regret"] == pytest.approx(100 * lp_a, abs=0.3)
+    assert TEXTBOOK in summary.index
+
+
+def test_probe_advisor_beats_every_baseline_where_the_truth_is_known(evaluated):
+    _, picks = evaluated
+    s = method_summary(picks).set_index("method")
+    ours = s.loc[ADVISOR_PROBES]
+    assert ours["mean_regret"] < 0.5
+    for method in (BEST_PROBE, LOGME_FT, TEXTBOOK, *s.index[s["kind"] == "hindsight"]):
+        assert ours["mean_regret"] < s.loc[method, "mean_regret"], method
+    assert ours["top1_agreement"] >= 0.7
+
+
+def test_the_probe_decides_small_and_the_fine_tuning_gain_overrides_it_large(evaluated):
+    _, picks = evaluated
+    ours = picks[picks["method"] == ADVISOR_PROBES].set_index(["dataset", "n_images"])
+    for d in QUALITY:
+        best_b = max(("bb_a", "bb_b"), key=lambda b: QUALITY[d][b])
+        assert tuple(ours.loc[(d, 50), ["strategy", "backbone"]]) == ("linear_probe", best_b)  # the probe decides
+        assert ours.loc[(d, 4000), "strategy"] == "full_fine_tune"  # the study's gain overrides the probe
+    probe_only = picks[picks["method"] == BEST_PROBE].set_index(["dataset", "n_images"])
+    assert (probe_only.xs(4000, level="n_images")["regret"] > 0.05).all()
+
+
+def test_interval_coverage_is_close_to_the_stated_80_percent(evaluated):
+    _, picks = evaluated
+    coverage = method_summary(picks).set_index("method").loc[ADVISOR_PROBES, "option_coverage"]
+    assert 0.6 <= coverage <= 0.97
+
+
+def test_intervals_are_calibrated_on_held_out_residuals(study):
+    runs, sims, probes = study
+    wide = GainModel().fit(runs, sims, probes)
+    noisy = GainModel().fit(*constructed(noise=0.03)[:2], constructed(noise=0.03)[2])
+    assert noisy.bounds_[False][1] - noisy.bounds_[False][0] > wide.bounds_[False][1] - wide.bounds_[False][0]
+    assert len(wide.residuals_) > 0 and set(wide.residuals_["frozen"]) == {True, False}
+
+
+def test_gain_model_marks_sizes_never_measured_as_extrapolated(study):
+    runs, sims, probes = study
+    small = runs[~((runs["strategy"] == "full_fine_tune") & (runs["n_images"] > 1000))]
+    model = GainModel().fit(small, sims, probes)
+    p = pd.DataFrame({"backbone": ["bb_a", "bb_b"], "linear_probe_accuracy": [0.8, 0.7], "logme": [0.0, -0.1]})
+    table = model.predict({"n_images": 3000, "n_classes": 5}, p)
+    ft = table[table["strategy"] == "full_fine_tune"]
+    assert ft["extrapolated"].all() and not table[table["strategy"] != "full_fine_tune"]["extrapolated"].any()
+    assert table["extrapolated"].is_monotonic_increasing  # never ranked before a measured option
+    frozen = table[table["strategy"] == "linear_probe"]
+    assert list(frozen["backbone"]) == ["bb_a", "bb_b"]  # frozen options ranked by their measured probe
+    assert set(model.coefficients()["option"]) >= {"linear_probe", "full_fine_tune/bb_a"}
+
+
+def test_held_out_results_never_reach_the_gain_model(study):
+    """Changing a dataset's measured accuracies cannot change what the advisor predicted for it while held out."""
+    runs, sims, probes = study
+    poisoned = runs.copy()
+    ft = (poisoned["dataset"] == "ds0") & (poisoned["strategy"] == "full_fine_tune")
+    poisoned.loc[ft, "accuracy"] = (poisoned.loc[ft, "accuracy"] + 0.15).clip(upper=1.0)
+    _, clean = evaluate_methods(runs, sims, CHEAP, probes=probes, gain=GainModel())
+    _, dirty = evaluate_methods(poisoned, sims, CHEAP, probes=probes, gain=GainModel())
+    cols = ["strategy", "backbone", "low", "high"]
+    held = [(t["dataset"] == "ds0") & (t["method"] == ADVISOR_PROBES) for t in (clean, dirty)]
+    pd.testing.assert_frame_equal(clean[held[0]][cols].reset_index(drop=True),
+                                  dirty[held[1]][cols].reset_index(drop=True))
+    assert not dirty[held[1]]["regret"].equals(clean[held[0]]["regret"])  # the poison did reach the scoring
+
+
+# ---------------------------------------------------------------------------------------------------- probes
+
+
+def test_probe_scores_on_constructed_features():
+    from study.probes.scores import probe_scores
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    separable = np.eye(3)[y] * 5 + rng.normal(0, 0.1, (60, 3))
+    s = probe_scores(np.hstack([separable, rng.normal(0, 0.1, (60, 5))]), y)
+    assert s["linear_probe_accuracy"] == 1.0 and s["knn_accuracy"] == 1.0 and s["linear_probe_std"] == 0.0
+    noise = probe_scores(rng.normal(0, 1, (60, 8)), y)
+    assert noise["linear_probe_accuracy"] < 0.6 and noise["logme"] < s["logme"]
+    assert noise["linear_probe_std"] > 0 and s["folds"] == 5 and s["n"] == 60
+    with pytest.raises(StudyError, match="1 training image"):
+        probe_scores(rng.normal(0, 1, (9, 4)), [0, 0, 0, 0, 1, 1, 1, 1, 2])
+
+
+def make_folder(root: Path, counts: dict[str, int], size: int = 24) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_folder_probes_never_see_the_test_split(tmp_path, monkeypatch):
+    import advisor.probes as probes_module
+
+    root = tmp_path / "photos"
+    make_folder(root / "train", {"a": 8, "b": 8})
+    make_folder(root / "test", {"a": 3, "b": 3})
+    seen = []
+
+    def fake(engine, data, backbone, rows, labels, groups, seed=0):
+        seen.append([data.pool.ids[r] for r in rows])
+        return {"linear_probe_accuracy": 0.5, "linear_probe_std": 0.0, "knn_accuracy": 0.5, "logme": 0.0}
+
+    monkeypatch.setattr(probes_module, "probe_images", fake)
+    table = probes_module.folder_probes(root, ["mobilenet_075"], 32, progress=False)
+    assert len(table) == 1 and len(seen[0]) == 16
+    assert all(str(i).startswith("train/") for i in seen[0])
+
+
+def test_folder_probes_bad_folders_are_one_line_errors(tmp_path):
+    from advisor.data import AdvisorError
+    from advisor.probes import folder_probes
+
+    with pytest.raises(AdvisorError, match="only one class"):
+        folder_probes(make_folder(tmp_path / "one", {"a": 6}), ["mobilenet_075"], 32, progress=False)
+    with pytest.raises(AdvisorError, match="too few images"):
+        folder_probes(make_folder(tmp_path / "few", {"a": 6, "b": 2}), ["mobilenet_075"], 32, progress=False)
