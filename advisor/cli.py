@@ -7,7 +7,8 @@ committed reference study ``results/reference/``, else ``results/study.db``)::
     advisor recommend --n-images 2000 --domain medical [--n-classes K] [--image-size S] [--backbone B]
                       [--budget MINUTES] [--data-dir PATH] [--json]
     advisor rules                                the advice as a few rules of thumb
-    advisor evaluate [--json]                    leave-one-dataset-out regret vs the textbook 2x2 rule
+    advisor evaluate [--json] [--probes FILE]    leave-one-dataset-out regret of the advisor and every baseline
+    advisor probes [--out FILE]                  probe every study cell's N training images (advisor.probes)
     advisor train --data-dir PATH --out DIR [--domain D] [--strategy S] [--backbone B] [--trials T]
                   [--image-size S] [--epochs E] [--seed N] [--force] [--no-gap]
                                                  train the advised model and export .keras + TFLite (advisor.deploy)
@@ -77,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("rules", parents=[common], help="the fitted advice as a short rule list")
     ev = sub.add_parser("evaluate", parents=[common], help="leave-one-dataset-out regret vs the textbook rule")
     ev.add_argument("--json", action="store_true", help="print the table as JSON records")
+    ev.add_argument("--probes", metavar="FILE", help="the study's cell probes (default: probes.parquet beside the "
+                    "results; advisor probes writes it)")  # fmt: skip
+    pb = sub.add_parser("probes", parents=[common], help="probe every study cell's N training images (linear probe, "
+                        "kNN, LogME per backbone) into a table beside the results")  # fmt: skip
+    pb.add_argument("--out", metavar="FILE", help="Parquet file to write (default: probes.parquet beside the results)")
+    pb.add_argument("--datasets", help="only these datasets (comma-separated)")
+    pb.add_argument("--limit", type=int, help="stop after this many new cells")
     tr = sub.add_parser("train", parents=[common], help="train the advised strategy on a folder and export it")
     tr.add_argument("--data-dir", required=True, help="image folder: one sub-folder per class, or train/ + test/ "
                     "(a val/ beside them joins train/)")  # fmt: skip
@@ -111,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_tensorflow(args.verbose)  # before anything imports TensorFlow
     try:
         commands = {"fit": _fit, "recommend": _recommend, "rules": _rules, "evaluate": _evaluate, "train": _train,
-                    "predict": _predict}  # fmt: skip
+                    "predict": _predict, "probes": _probes}  # fmt: skip
         return commands[args.command](args)
     except StudyError as error:  # AdvisorError included
         print(f"error: {error}", file=sys.stderr)
@@ -154,7 +162,7 @@ def _recommend(args: argparse.Namespace) -> int:
     # validate the numbers before anything slow happens
     Traits(n_images=args.n_images or 1, domain=domain, n_classes=args.n_classes, image_size=args.image_size,
            budget_minutes=args.budget)  # fmt: skip
-    advisor, *_ = load_fitted(args.results)
+    advisor, runs, similarity, _ = load_fitted(args.results)
     advisor._check_domain(domain)
     values: dict[str, Any] = {"domain": domain, "n_classes": args.n_classes, "image_size": args.image_size,
                               "backbone": args.backbone, "budget_minutes": args.budget}  # fmt: skip
@@ -172,14 +180,73 @@ def _recommend(args: argparse.Namespace) -> int:
     if args.n_images is not None:
         values["n_images"] = args.n_images
     rec = advisor.recommend(Traits(**values))
+    probes = probe_advice = None
+    if folder is not None:
+        probes, probe_advice = _probe_advice(args, folder, advisor, runs, similarity, values)
     if args.json:
         out = rec.to_dict()
         if measured:
             out["measured"] = measured
+        if probes is not None:
+            out["probes"] = json.loads(probes.to_json(orient="records"))
+        if probe_advice is not None:
+            out["probe_advice"] = json.loads(probe_advice.to_json(orient="records"))
+        if folder is None:
+            out["note"] = SHARPER
         print(json.dumps(out, indent=2))
         return 0
     print(format_recommendation(rec, measured))
+    if probes is not None:
+        print()
+        print(format_probes(probes, probe_advice))
+    if folder is None:
+        print(f"Note: {SHARPER}")
     return 0
+
+
+SHARPER = ("measuring your images (--data-dir FOLDER) would sharpen this advice: the frozen backbones are then "
+           "probed on your own classes (linear probe, kNN, LogME) and the options ranked from what they measure")
+
+
+def _probe_advice(args: argparse.Namespace, folder: Any, advisor: Any, runs: Any, similarity: Any,
+                  values: dict[str, Any]) -> tuple[Any, Any]:  # fmt: skip
+    """The folder's probes per backbone, and the gain model's ranking when the results carry cell probes."""
+    from advisor.gain import GainModel
+    from advisor.probes import folder_probes, load_probes
+    from study.engine.store import NO_BACKBONE
+
+    backbones = [b for b in advisor.backbones_ if b != NO_BACKBONE]
+    if args.backbone:
+        backbones = [b for b in backbones if b == args.backbone]
+    size = args.image_size or advisor.default_size_
+    probes = folder_probes(folder, backbones, size, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+    study_probes = load_probes(args.results)
+    if study_probes is None:
+        print("note: these results carry no cell probes (advisor probes --results SOURCE writes them): the ranking "
+              "below rests on the traits; the probes are shown for reference", file=sys.stderr)  # fmt: skip
+        return probes, None
+    gain = GainModel().fit(runs, similarity, study_probes)
+    return probes, gain.predict(values, probes)
+
+
+def format_probes(probes: Any, advice: Any) -> str:
+    """The folder's measured probes and, when the study's cell probes exist, the ranking built on them."""
+    lines = ["Measured on your training images (5-fold cross-validated; the held-out split never enters):",
+             f"  {'backbone':<20}{'linear probe':<22}{'kNN':<8}{'LogME':<9}seconds (features + probes)"]  # fmt: skip
+    for r in probes.itertuples(index=False):
+        probe = f"{r.linear_probe_accuracy:.3f} ± {r.linear_probe_std:.3f}"
+        lines.append(f"  {r.backbone:<20}{probe:<22}{r.knn_accuracy:<8.3f}{r.logme:<9.3f}"
+                     f"{r.extract_seconds:.1f} + {r.probe_seconds:.1f}")  # fmt: skip
+    if advice is None:
+        return "\n".join(lines)
+    lines += ["", "Advice from your probes and the study's gains over the best probe (80 % intervals from held-out "
+              "datasets):"]  # fmt: skip
+    for i, r in enumerate(advice.head(TOP_SHOWN).itertuples(index=False), 1):
+        flag = "  EXTRAPOLATED: never measured at this n" if r.extrapolated else ""
+        basis = "measured probe" if r.frozen else "gain model"
+        lines.append(f"{i:>2}  {r.strategy:<20}{r.backbone:<16}{r.accuracy:.3f} ({r.low:.3f}-{r.high:.3f}), "
+                     f"{basis}{flag}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def format_recommendation(rec: Any, measured: dict[str, Any] | None = None) -> str:
@@ -273,15 +340,70 @@ def _rules(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from advisor.data import load_results
-    from advisor.evaluate import leave_one_dataset_out, summary
+    from advisor.evaluate import evaluate_methods, method_summary, summary
+    from advisor.gain import GainModel
+    from advisor.probes import load_probes
 
     runs, similarity = load_results(args.results)
-    table = leave_one_dataset_out(runs, similarity)
+    probes = _read_probes(args.probes) if args.probes else load_probes(args.results)
+    table, picks = evaluate_methods(runs, similarity, probes=probes, gain=GainModel() if probes is not None else None)
     s = summary(table)
+    methods = method_summary(picks)
     if args.json:
-        print(json.dumps({"summary": s, "cells": json.loads(table.to_json(orient="records"))}, indent=2))
+        print(json.dumps({"summary": s, "methods": json.loads(methods.to_json(orient="records")),
+                          "cells": json.loads(table.to_json(orient="records")),
+                          "picks": json.loads(picks.to_json(orient="records"))}, indent=2))  # fmt: skip
         return 0
+    print(format_methods(methods, probes is not None))
+    print()
     print(format_evaluation(table, s))
+    return 0
+
+
+def _read_probes(path: str) -> Any:
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises many types; all mean "unreadable"
+        raise AdvisorError(f"cannot read --probes {path}: {str(error).splitlines()[0]}") from None
+
+
+def format_methods(methods: Any, with_probes: bool) -> str:
+    """Every method side by side on the held-out cells (regret in accuracy points)."""
+    lines = ["Every method on the same held-out cells (leave-one-dataset-out; regret = best measured option minus "
+             "the pick, in points)", "",
+             "| method | cells | mean regret | median | max | top-1 agreement | strategy agreement | interval coverage "
+             "(pick / all options) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in methods.itertuples(index=False):
+        cov = "" if r.pick_coverage != r.pick_coverage else f"{r.pick_coverage:.0%} / {r.option_coverage:.0%}"
+        cells = f"{r.cells}" + (f" ({r.cells_without_pick} without a pick)" if r.cells_without_pick else "")
+        lines.append(f"| {r.method} | {cells} | {r.mean_regret:.2f} | {r.median_regret:.2f} | {r.max_regret:.1f} | "
+                     f"{r.top1_agreement:.0%} | {r.strategy_agreement:.0%} | {cov} |")  # fmt: skip
+    lines.append("")
+    lines.append("A constant falls back, where its option was not measured, to the measured option on its backbone "
+                 "closest in freezing level; the hindsight constant chose itself on these very cells.")  # fmt: skip
+    if not with_probes:
+        lines.append("No cell probes beside these results: the probe baselines and the probe-based advisor are left "
+                     "out (run advisor probes --results SOURCE first).")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _probes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from advisor.data import load_results
+    from advisor.probes import cell_probes, probes_path
+
+    runs, _ = load_results(args.results)
+    out = Path(args.out) if args.out else probes_path(args.results)
+    if out is None:
+        raise AdvisorError("--results is a store URL: pass --out FILE for the probes table")
+    if args.limit is not None and args.limit <= 0:
+        raise AdvisorError(f"--limit must be a positive number of cells, got {args.limit}")
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    table = cell_probes(runs, out, limit=args.limit, datasets=datasets)
+    print(f"{len(table)} cell probes in {out}")
     return 0
 
 
