@@ -22,6 +22,8 @@ incrementally (rows already present are kept).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
@@ -36,6 +38,8 @@ from advisor.data import OTHER, AdvisorError
 from study.errors import StudyError
 
 PROBES_FILE = "probes.parquet"
+PROBES_VERSION = 1
+"""Bump when ``study.probes.scores`` changes what it computes: cached scores of older versions are ignored."""
 KEY = ["dataset", "n_images", "seed", "image_size", "backbone"]
 COLUMNS = [*KEY, "linear_probe_accuracy", "linear_probe_std", "knn_accuracy", "logme", "n", "n_classes", "folds",
            "data_checksum", "weights_checksum", "extract_seconds", "probe_seconds"]  # fmt: skip
@@ -43,18 +47,41 @@ COLUMNS = [*KEY, "linear_probe_accuracy", "linear_probe_std", "knn_accuracy", "l
 
 def probe_images(engine: Any, data: Any, backbone: str, rows: np.ndarray, labels: np.ndarray,
                  groups: np.ndarray | None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """Pooled features of the pool ``rows`` of ``data`` (a ``CellData``) through ``backbone``, then the probes."""
+    """Pooled features of the pool ``rows`` of ``data`` (a ``CellData``) through ``backbone``, then the probes.
+
+    The scores are kept in the cache folder beside the activations, keyed by everything they depend on (data
+    content, backbone weights, image size, the rows, labels, groups, seed and ``PROBES_VERSION``): asking again
+    about the same images costs a file read, not the cross-validation.
+    """
     from study.probes.scores import probe_scores
     from study.zoo.backbones import get_backbone, resolve_weights, weights_checksum
 
     spec = get_backbone(backbone)
+    weights = weights_checksum(resolve_weights(spec, engine.weights))
+    key = hashlib.sha256(json.dumps([PROBES_VERSION, data.fingerprint, backbone, weights, int(data.image_size),
+                                     int(seed)]).encode())  # fmt: skip
+    for part in (rows, labels, groups):
+        key.update(b"|" if part is None else np.ascontiguousarray(np.asarray(part).astype(str)).tobytes())
+    stored = Path(engine.cache.root).parent / "probes" / f"{key.hexdigest()[:32]}.json"
+    if stored.is_file():
+        try:
+            return {**json.loads(stored.read_text()), "extract_seconds": 0.0, "probe_seconds": 0.0}
+        except (OSError, ValueError):
+            pass  # unreadable: recompute and rewrite
     t0 = time.perf_counter()
     features = engine.pooled(data, spec, "pool", rows)[0].astype(np.float64)
     extract = time.perf_counter() - t0
     scores = probe_scores(features, labels, groups, seed=seed)
-    return {**scores, "data_checksum": data.fingerprint, "extract_seconds": extract,
-            "weights_checksum": weights_checksum(resolve_weights(spec, engine.weights)),
-            "probe_seconds": scores.pop("seconds")}  # fmt: skip
+    out = {**scores, "data_checksum": data.fingerprint, "extract_seconds": extract, "weights_checksum": weights,
+           "probe_seconds": scores.pop("seconds")}  # fmt: skip
+    try:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stored.with_name(f".{stored.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(out))
+        os.replace(tmp, stored)
+    except OSError:
+        pass  # a read-only cache only costs the recomputation next time
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- a folder

@@ -245,3 +245,33 @@ def test_folder_probes_bad_folders_are_one_line_errors(tmp_path):
         folder_probes(make_folder(tmp_path / "one", {"a": 6}), ["mobilenet_075"], 32, progress=False)
     with pytest.raises(AdvisorError, match="too few images"):
         folder_probes(make_folder(tmp_path / "few", {"a": 6, "b": 2}), ["mobilenet_075"], 32, progress=False)
+
+
+
+def test_probe_scores_are_cached_by_everything_they_depend_on(tmp_path):
+    from types import SimpleNamespace
+
+    from advisor.probes import probe_images
+    from study import config
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(0, 1, (40, 6))
+    calls = []
+
+    class Engine:
+        weights = config.weights_dirs()
+        cache = SimpleNamespace(root=tmp_path / "activations")
+
+        def pooled(self, data, spec, split, rows):
+            calls.append(split)
+            return feats[rows][None]
+
+    data = SimpleNamespace(fingerprint="abc", image_size=32)
+    rows, labels = np.arange(40), np.repeat([0, 1], 20)
+    first = probe_images(Engine(), data, "mobilenet_075", rows, labels, None)
+    again = probe_images(Engine(), data, "mobilenet_075", rows, labels, None)
+    assert calls == ["pool"] and again["linear_probe_accuracy"] == first["linear_probe_accuracy"]
+    assert again["probe_seconds"] == 0.0
+    probe_images(Engine(), data, "mobilenet_075", rows[:30], labels[:30], None)  # other rows: computed again
+    probe_images(Engine(), data, "mobilenet_075", rows, labels, None, seed=1)  # other folds: computed again
+    assert calls == ["pool"] * 3
