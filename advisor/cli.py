@@ -340,7 +340,7 @@ def _rules(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from advisor.data import load_results
-    from advisor.evaluate import evaluate_methods, method_summary, summary
+    from advisor.evaluate import evaluate_methods, method_summary, same_cells, summary
     from advisor.gain import GainModel
     from advisor.probes import load_probes
 
@@ -349,12 +349,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     table, picks = evaluate_methods(runs, similarity, probes=probes, gain=GainModel() if probes is not None else None)
     s = summary(table)
     methods = method_summary(picks)
+    common = method_summary(same_cells(picks)) if probes is not None else None
     if args.json:
+        same = None if common is None else json.loads(common.to_json(orient="records"))
         print(json.dumps({"summary": s, "methods": json.loads(methods.to_json(orient="records")),
+                          "methods_same_cells": same,
                           "cells": json.loads(table.to_json(orient="records")),
                           "picks": json.loads(picks.to_json(orient="records"))}, indent=2))  # fmt: skip
         return 0
-    print(format_methods(methods, probes is not None))
+    if common is not None:
+        print(format_methods(common, True, f"the {int(common['cells'].max())} held-out cells with probes"))
+        print()
+    print(format_methods(methods, probes is not None, "every held-out cell"))
     print()
     print(format_evaluation(table, s))
     return 0
@@ -369,10 +375,10 @@ def _read_probes(path: str) -> Any:
         raise AdvisorError(f"cannot read --probes {path}: {str(error).splitlines()[0]}") from None
 
 
-def format_methods(methods: Any, with_probes: bool) -> str:
+def format_methods(methods: Any, with_probes: bool, which: str) -> str:
     """Every method side by side on the held-out cells (regret in accuracy points)."""
-    lines = ["Every method on the same held-out cells (leave-one-dataset-out; regret = best measured option minus "
-             "the pick, in points)", "",
+    lines = [f"Every method on {which} (leave-one-dataset-out; regret = best measured option minus the pick, in "
+             "points)", "",
              "| method | cells | mean regret | median | max | top-1 agreement | strategy agreement | interval coverage "
              "(pick / all options) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in methods.itertuples(index=False):

@@ -404,3 +404,15 @@ def _int_or_none(value: Any) -> int | None:
 
 def _float_or_none(value: Any) -> float | None:
     return float(value) if pd.notna(value) else None
+
+
+def same_cells(picks: pd.DataFrame) -> pd.DataFrame:
+    """``picks`` on the cells every probe-based method could score (the cells whose probes exist), hindsight
+    constant re-chosen on them: the like-for-like comparison when only some cells carry probes."""
+    probed = picks[picks["kind"].isin(["probe"]) | (picks["method"] == ADVISOR_PROBES)].dropna(subset=["regret"])
+    if probed.empty:
+        return picks
+    keys = ["dataset", "n_images", "image_size"]
+    cells = probed[keys].drop_duplicates()
+    kept = picks[picks["kind"] != "hindsight"].merge(cells, on=keys, how="inner")
+    return with_hindsight(kept)
