@@ -112,9 +112,9 @@ def evaluate_methods(
             fitted_gain = clone(gain).fit(train, train_similarity, train_probes)
         for key, cell in held.groupby(["dataset", "n_images", "image_size"], sort=True):
             record = _score_cell(fitted, group, key, cell)
-            records.append(record)
             cell_probes = None if held_probes is None else _cell_probes(held_probes, key)
             picks += _method_picks(fitted, fitted_gain, record, cell, options, cell_probes)
+            records.append(record)
     table = pd.DataFrame.from_records(records, columns=COLUMNS)
     table = pd.concat([table, _summary(table)], ignore_index=True)
     table.attrs["regret_basis"] = dict(REGRET_BASIS)
@@ -173,7 +173,7 @@ def _method_picks(advisor: Advisor, gain: Any, record: dict[str, Any], cell: pd.
                 "extrapolated": extrapolated}  # fmt: skip
 
     out = []
-    table = advisor.predict_table(_cell_traits(advisor, record, cell)).set_index(["strategy", "backbone"])
+    table = record.pop("_predicted").set_index(["strategy", "backbone"])
     ranked = [o for o in table.index if o in measured.index]
     pick = ranked[0] if ranked else None
     inside = [float(table.loc[o, "low"]) <= float(measured[o]) <= float(table.loc[o, "high"]) for o in ranked]
@@ -305,6 +305,7 @@ def _score_cell(advisor: Advisor, group: str, key: tuple[Any, ...], cell: pd.Dat
     rec.update(_scored("textbook", (tb, _best_backbone(tb, measured)[0]), measured, best, best_s))
     rec.update(_fixed_backbone(ranked, measured, int(n_images), str(first["domain"]), gap))
     rec["advisor_config"] = advisor_config(advisor)
+    rec["_predicted"] = table  # reused by _method_picks (not a column of the table)
     return rec
 
 

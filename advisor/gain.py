@@ -33,8 +33,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import Ridge
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from advisor.data import AdvisorError, prepare
 from advisor.model import freeze_level
@@ -105,8 +103,8 @@ class GainModel(BaseEstimator):
         self.options_ = sorted({(s, b) for s, b in zip(table["strategy"], table["backbone"], strict=True)
                                 if (s if _frozen(s) else (s, b)) in self.models_})  # fmt: skip
 
-    def _ridge(self, x: pd.DataFrame, y: pd.Series) -> Any:
-        return make_pipeline(StandardScaler(), Ridge(alpha=self.alpha)).fit(x.to_numpy(float), y.to_numpy(float))
+    def _ridge(self, x: pd.DataFrame, y: pd.Series) -> _Linear:
+        return _Linear(x.to_numpy(float), y.to_numpy(float), self.alpha)
 
     def _inner_residuals(self, table: pd.DataFrame) -> pd.DataFrame:
         """Held-out residuals (measured - predicted) of a leave-one-dataset-out inside the training datasets."""
@@ -128,18 +126,15 @@ class GainModel(BaseEstimator):
 
     def _predict_rows(self, rows: pd.DataFrame) -> pd.Series:
         """Expected accuracy of rows of a cell table (NaN for an option without a model)."""
-        out = pd.Series(np.nan, index=rows.index)
-        for key, g in rows.groupby(["strategy", "backbone"]):
-            strategy = key[0]
-            if _frozen(strategy):
-                model = self.models_.get(strategy)
-                if model is not None:
-                    out[g.index] = g["probe"].to_numpy() + model.predict(g[TRAITS].to_numpy(float))
-            else:
-                model = self.models_.get(key)
-                if model is not None:
-                    out[g.index] = g["best_probe"].to_numpy() + model.predict(g[GAIN_FEATURES].to_numpy(float))
-        return out
+        out = np.full(len(rows), np.nan)
+        traits, gains = rows[TRAITS].to_numpy(float), rows[GAIN_FEATURES].to_numpy(float)
+        probe, best = rows["probe"].to_numpy(float), rows["best_probe"].to_numpy(float)
+        for key, at in rows.groupby(["strategy", "backbone"]).indices.items():
+            frozen = _frozen(key[0])
+            model = self.models_.get(key[0] if frozen else key)
+            if model is not None:
+                out[at] = (probe[at] + model.predict(traits[at])) if frozen else (best[at] + model.predict(gains[at]))
+        return pd.Series(out, index=rows.index)
 
     def predict(self, traits: dict[str, Any], probes: pd.DataFrame) -> pd.DataFrame:
         """Every modelled option for one dataset: ``accuracy``, ``low``, ``high``, ``extrapolated``, best first.
@@ -184,14 +179,27 @@ class GainModel(BaseEstimator):
                      ].reset_index(drop=True)  # fmt: skip
 
     def coefficients(self) -> pd.DataFrame:
-        """Per model: the ridge coefficients in accuracy points per standard deviation of each feature."""
+        """Per model: the ridge coefficients in accuracy (fraction) per standard deviation of each feature."""
         rows = []
         for key, model in self.models_.items():
             names = TRAITS if isinstance(key, str) else GAIN_FEATURES
-            ridge = model[-1]
-            rows.append({"option": key if isinstance(key, str) else "/".join(key), "intercept": ridge.intercept_,
-                         **dict(zip(names, ridge.coef_, strict=True))})  # fmt: skip
+            rows.append({"option": key if isinstance(key, str) else "/".join(key), "intercept": model.intercept,
+                         **dict(zip(names, model.coef, strict=True))})  # fmt: skip
         return pd.DataFrame(rows)
+
+
+class _Linear:
+    """scikit-learn's ``Ridge`` on standardised features, kept as plain arrays so predicting is one dot product."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, alpha: float) -> None:
+        self.mean = x.mean(axis=0)
+        scale = x.std(axis=0)
+        self.scale = np.where(scale > 0, scale, 1.0)
+        ridge = Ridge(alpha=alpha, solver="cholesky").fit((x - self.mean) / self.scale, y)
+        self.coef, self.intercept = ridge.coef_.astype(float), float(ridge.intercept_)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.coef + self.intercept
 
 
 def cell_table(frame: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
