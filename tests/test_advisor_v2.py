@@ -275,3 +275,12 @@ def test_probe_scores_are_cached_by_everything_they_depend_on(tmp_path):
     probe_images(Engine(), data, "mobilenet_075", rows[:30], labels[:30], None)  # other rows: computed again
     probe_images(Engine(), data, "mobilenet_075", rows, labels, None, seed=1)  # other folds: computed again
     assert calls == ["pool"] * 3
+
+
+def test_auto_alpha_is_chosen_by_inner_leave_one_dataset_out(study):
+    from advisor.gain import ALPHAS
+
+    model = GainModel(alpha="auto").fit(*study)
+    assert model.alpha_ in ALPHAS and set(model.selection_["candidates"]) == set(ALPHAS)
+    fixed = GainModel(alpha=10.0).fit(*study)
+    assert fixed.alpha_ == 10.0 and fixed.selection_ == {}
