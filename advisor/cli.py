@@ -357,7 +357,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                           "cells": json.loads(table.to_json(orient="records")),
                           "picks": json.loads(picks.to_json(orient="records"))}, indent=2))  # fmt: skip
         return 0
-    if common is not None:
+    if common is not None and int(common["cells"].max()) < int(methods["cells"].max()):
         print(format_methods(common, True, f"the {int(common['cells'].max())} held-out cells with probes"))
         print()
     print(format_methods(methods, probes is not None, "every held-out cell"))
