@@ -44,8 +44,9 @@ def truth(d: str, s: str, b: str, n: int) -> float:
     return best - 0.2  # scratch_small
 
 
-def constructed(noise: float = 0.002) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(runs, similarity, probes) of the constructed study, in the shapes ``load_results`` / ``cell_probes`` give."""
+def constructed(noise: float = 0.002, raw: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(runs, similarity, probes) of the constructed study, in the shapes ``load_results`` / ``cell_probes`` give
+    (``raw``: the runs as the store holds them, details inside ``metrics``)."""
     rng = np.random.default_rng(0)
     runs, probes = [], []
     for d in QUALITY:
@@ -69,7 +70,8 @@ def constructed(noise: float = 0.002) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
                                    "logme": p - 1.0})  # fmt: skip
     sims = [{"dataset": d, "domain": "natural", "backbone": b, "image_size": 64, "frechet_distance": 100.0}
             for d in QUALITY for b in ("bb_a", "bb_b")]  # fmt: skip
-    return flatten(pd.DataFrame(runs)), pd.DataFrame(sims), pd.DataFrame(probes)
+    frame = pd.DataFrame(runs)
+    return (frame if raw else flatten(frame)), pd.DataFrame(sims), pd.DataFrame(probes)
 
 
 CHEAP = Advisor(bandwidth=math.inf, n_estimators=10)
@@ -284,3 +286,29 @@ def test_auto_alpha_is_chosen_by_inner_leave_one_dataset_out(study):
     assert model.alpha_ in ALPHAS and set(model.selection_["candidates"]) == set(ALPHAS)
     fixed = GainModel(alpha=10.0).fit(*study)
     assert fixed.alpha_ == 10.0 and fixed.selection_ == {}
+
+
+
+def test_cli_evaluate_and_probes(tmp_path, capsys):
+    import json
+
+    from conftest import run_advisor
+
+    runs, sims, probes = constructed(raw=True)
+    folder = tmp_path / "export"
+    folder.mkdir()
+    runs.assign(metrics=runs["metrics"].map(json.dumps)).to_parquet(folder / "runs.parquet", index=False)
+    datasets = [{"name": d, "domain": "natural", "similarity": json.dumps({f"{b}@64": {"backbone": b, "image_size": 64,
+                 "frechet_distance": 100.0} for b in ("bb_a", "bb_b")})} for d in QUALITY]  # fmt: skip
+    pd.DataFrame(datasets).to_parquet(folder / "datasets.parquet", index=False)
+    code, out, err = run_advisor("evaluate", "--results", str(folder))
+    assert code == 0, err
+    assert "No cell probes beside these results" in out and ADVISOR_PROBES not in out
+    probes.to_parquet(folder / "probes.parquet", index=False)
+    code, out, err = run_advisor("evaluate", "--results", str(folder), "--json")
+    assert code == 0, err
+    methods = {m["method"]: m for m in json.loads(out)["methods"]}
+    assert methods[ADVISOR_PROBES]["mean_regret"] < methods[BEST_PROBE]["mean_regret"]
+    assert any(name.startswith(HINDSIGHT) for name in methods)
+    code, _, err = run_advisor("probes", "--results", "sqlite:///nowhere.db")
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
