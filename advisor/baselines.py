@@ -22,13 +22,19 @@ from collections.abc import Iterable
 import pandas as pd
 
 from study.engine.store import NO_BACKBONE
-from study.train.strategies import strategy_or_none
+from study.train.strategies import strategy_or_none, strategy_records
 
 Option = tuple[str, str]
 FROZEN_LEVEL = 3
 """``Strategy.freeze_level`` of the strategies that keep the whole backbone frozen (what a probe measures)."""
-PROBE_STRATEGIES = ("linear_probe", "feature_extraction")
-"""The frozen strategy the best-probe baseline runs, in order of preference: the probe *is* a linear probe."""
+
+
+def probe_strategies() -> list[str]:
+    """The frozen image strategies the best-probe baseline may run, in display order (the linear probe first: the
+    probe *is* a linear probe), read from the strategy records."""
+    return [s.name for s in strategy_records()
+            if s.pretrained and s.freeze_level == FROZEN_LEVEL and s.modality == "image" and not s.pair]  # fmt: skip
+
 FINE_TUNE = "full_fine_tune"
 
 
@@ -65,7 +71,7 @@ def best_probe_pick(probes: pd.DataFrame, measured: Iterable[Option]) -> Option 
     if probes is None or probes.empty:
         return None
     for backbone in probes.sort_values(["linear_probe_accuracy", "backbone"], ascending=[False, True])["backbone"]:
-        for strategy in PROBE_STRATEGIES:
+        for strategy in probe_strategies():
             if (strategy, backbone) in pool:
                 return strategy, str(backbone)
     return None

@@ -174,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             b, c = g["cell_seconds_base"].sum(), g["cell_seconds_cur"].sum()
             print(f"| {strategy} | {len(g)} | {b:.1f} | {c:.1f} | {b / c:.2f}× | {g.accuracy_base.mean():.4f} | "
                   f"{g.accuracy_cur.mean():.4f} | {int((g['diff'] == 0).sum())}/{len(g)} | {g['diff'].max():.4f} |")
+        for side, frame in zip(sides, (base, cur), strict=True):
+            small = frame[frame["train_seconds"] < 1.0]
+            overhead = small["cell_seconds"] - small["train_seconds"] - small["extract_seconds"] - small["eval_seconds"]
+            print(f"{side.name}: {len(small)} cells trained in < 1 s: mean wall {small['cell_seconds'].mean():.2f} s, "
+                  f"of which fixed overhead (not training, extraction or evaluation) {overhead.mean():.2f} s")
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             for f in work.glob("*.db"):
