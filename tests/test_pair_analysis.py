@@ -85,3 +85,18 @@ def test_the_domain_adaptation_table(frame):
     text = adaptation.markdown(adaptation.domain_adaptation_table(frame))
     assert "| mnist → mnist_m | 50 | 100 | 32 | mobilenet_v2 features | 0.610 [" in text
     assert adaptation.domain_adaptation_table(frame[frame["source"].isna()]).empty
+
+
+def test_anchors_match_pair_cells_by_source_and_n_target_labels(frame):
+    from types import SimpleNamespace
+
+    from reports import data as rdata
+
+    (dann,) = [a for a in rdata.load_anchors() if a["id"] == "dann-mnist-m"]
+    assert dann["value"] == 0.7666 and dann["ours"]["n_target_labels"] == 0
+    runs = SimpleNamespace(runs=frame)
+    (row,) = rdata.anchor_rows(runs, [{**dann, "ours": {**dann["ours"], "strategies": ["dann"]}}])
+    assert row["ours_value"] == pytest.approx(0.42)  # mnist -> mnist_m at N_t = 0, not N_t = 50 (0.71) or svhn
+    plain = {**dann, "ours": {"strategies": "any", "n_images": "max"}}
+    (row,) = rdata.anchor_rows(runs, [plain])
+    assert row["ours_cell"] == "linear_probe/mobilenet_v2"  # an ordinary anchor never picks a pair cell
