@@ -100,3 +100,29 @@ def test_anchors_match_pair_cells_by_source_and_n_target_labels(frame):
     plain = {**dann, "ours": {"strategies": "any", "n_images": "max"}}
     (row,) = rdata.anchor_rows(runs, [plain])
     assert row["ours_cell"] == "linear_probe/mobilenet_v2"  # an ordinary anchor never picks a pair cell
+
+
+def test_the_analysis_command_prints_the_domain_adaptation_table_from_a_pair_only_store(tmp_path, capsys):
+    """``python -m study.analysis`` on a store holding only pair cells: no transfer-gain rows (none apply), and the
+    domain-adaptation section with each recipe's interval."""
+    from study.engine.store import ResultsStore, make_cell_key
+
+    url = f"sqlite:///{tmp_path / 'pairs.db'}"
+    store = ResultsStore(url)
+    rng = np.random.default_rng(0)
+    for strategy, accs in (("source_only", [0.30, 0.32]), ("dann", [0.50, 0.54])):
+        for seed, acc in enumerate(accs):
+            cell = dict(dataset="pacs_cartoon", domain="art", n_images=100, strategy=strategy, backbone="mobilenet_v2",
+                        image_size=64, seed=seed, epochs_budget=2, trials_budget=1, grid="g", source="pacs_photo",
+                        n_target_labels=0)  # fmt: skip
+            correct = np.zeros(200, np.int8)
+            correct[: round(acc * 200)] = 1
+            assert store.claim(cell)
+            assert store.complete(make_cell_key(cell), {
+                "accuracy": acc, "balanced_accuracy": acc, "majority_share": 0.2, "degenerate": False,
+                "metrics": {"correct": rng.permutation(correct).tolist(), "n_test": 200, "n_classes": 7}})
+    store.close()
+    assert tables.main(["--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "## Domain adaptation" in out
+    assert "| pacs_photo → pacs_cartoon | 0 | 100 | 64 | mobilenet_v2 features | 0.310 [" in out

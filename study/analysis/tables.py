@@ -185,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["dataset", "n_images", "strategy", "backbone", "accuracy", "baseline_strategy", "baseline_accuracy",
             "gain", "gain_ci_low", "gain_ci_high"]  # fmt: skip
     print("\n## Significant negative transfer (pretrained below the best from-scratch baseline, CI excludes 0)\n")
-    print(_md(gains[gains["negative_transfer"]][cols].sort_values("gain")))
+    # .loc with a bool mask: an empty (object-typed) column would otherwise select columns, not rows
+    print(_md(gains.loc[gains["negative_transfer"].astype(bool), cols].sort_values("gain")))
     print("\n## Largest significant gains over scratch\n")
-    print(_md(gains[gains["significant_gain"]][cols].sort_values("gain", ascending=False).head(15)))
+    print(_md(gains.loc[gains["significant_gain"].astype(bool), cols].sort_values("gain", ascending=False).head(15)))
     sims = similarity_table(store)
     print("\n## Domain similarity (Fréchet distance to natural photos: lower = closer; LogME: higher = better)\n")
     print(_md(sims.sort_values(["backbone", "frechet_distance"]) if not sims.empty else sims))
