@@ -409,7 +409,7 @@ def cell_metric_means(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean of a metric per cell over its non-degenerate rows (degenerate models never stand for a cell)."""
     good = stats.mark_degenerate(runs)
     good = good[~good["degenerate"]]
-    keys = list(stats.CELL_KEYS)
+    keys = list(stats.with_pair_keys(good, stats.CELL_KEYS))  # a pair cell's N_t and source are part of the cell
     if good.empty or metric not in good.columns:
         return pd.DataFrame(columns=[*keys, "value", "n_seeds"])
     grouped = good.groupby(keys, dropna=False)[metric]
@@ -422,6 +422,19 @@ def _closest_size(sizes: pd.Series, published: Any) -> int:
     if not isinstance(published, int | float):
         return ours[-1]
     return min(ours, key=lambda v: (abs(v - published), -v))
+
+
+def _pair_match(cand: pd.DataFrame, sel: Mapping[str, Any]) -> pd.DataFrame:
+    """An anchor's ``ours.source`` / ``ours.n_target_labels`` pick domain-adaptation cells (#20); an anchor without
+    them matches ordinary cells only (a pair cell of the same target dataset answers another question)."""
+    if "source" not in cand.columns:
+        return cand.iloc[0:0] if "source" in sel else cand
+    if "source" not in sel:
+        return cand[cand["source"].isna()]
+    cand = cand[cand["source"] == sel["source"]]
+    if "n_target_labels" in sel:
+        cand = cand[cand["n_target_labels"] == int(sel["n_target_labels"])]
+    return cand
 
 
 def anchor_rows(data: ReportData, anchors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -437,6 +450,7 @@ def anchor_rows(data: ReportData, anchors: list[dict[str, Any]]) -> list[dict[st
             cand = cand[cand["strategy"].isin(list(strategies))]
         if sel.get("backbone"):
             cand = cand[cand["backbone"] == sel["backbone"]]
+        cand = _pair_match(cand, sel)
         n_sel = sel.get("n_images", "max")
         if not cand.empty:
             n = cand["n_images"].max() if n_sel == "max" else int(n_sel)

@@ -377,7 +377,8 @@ def test_anchors_are_cited_and_matched_to_our_cells(synthetic: dict[str, Any]) -
     anchors = data.load_anchors()
     ids = [a["id"] for a in anchors]
     assert len(ids) == len(set(ids)) >= 10
-    known = {"scratch", "scratch_small", "linear_probe", "feature_extraction", "fine_tune_top", "full_fine_tune"}
+    known = {"scratch", "scratch_small", "linear_probe", "feature_extraction", "fine_tune_top", "full_fine_tune",
+             "dann", "dann_cnn"}  # fmt: skip
     for a in anchors:
         assert a["url"].startswith("https://") and a["source"] and a["quote"] and a["protocol_differences"]
         assert 0 < a["value"] <= 1

@@ -59,10 +59,11 @@ def imagenet_top1(backbone: str) -> float | None:
 
 
 def _eligible(frame: pd.DataFrame) -> pd.DataFrame:
-    """Non-degenerate rows of pretrained strategies on backbones with a published ImageNet top-1."""
+    """Non-degenerate rows of ordinary (not pair) cells of pretrained strategies on backbones with a published
+    ImageNet top-1."""
     stats._require_columns(frame, (*stats.CELL_KEYS, "accuracy"), "the backbones analysis")
     marked = stats.mark_degenerate(frame)
-    good = marked[~marked["degenerate"]]
+    good = marked[~marked["degenerate"] & ~stats.is_pair(marked)]  # pair cells: another question (#20)
     pretrained = good["strategy"].map(lambda s: bool(getattr(strategy_or_none(str(s)), "pretrained", False)))
     good = good.loc[pretrained.astype(bool)]  # .loc: an empty mask must select rows, never columns
     top1 = {b: imagenet_top1(str(b)) for b in good["backbone"].unique()}

@@ -52,6 +52,30 @@ SEPARATE = "Keep one budget per store: sweep a different --trials/--epochs into 
 BASELINE_KEYS: tuple[str, ...] = ("dataset", "n_images", "image_size")
 """The scratch baseline is chosen per (dataset, n_images, image_size), across backbones."""
 
+PAIR_KEYS: tuple[str, ...] = ("source", "n_target_labels")
+"""A domain-adaptation cell's extra axis (#20): its labelled source dataset and N_t. Empty for ordinary cells."""
+
+
+def is_pair(frame: pd.DataFrame) -> pd.Series:
+    """Rows of (source, target) cells: ``dataset`` is their target, ``n_images`` counts *source* images."""
+    if "source" not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame["source"].notna()
+
+
+def with_pair_keys(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[str, ...]:
+    """``keys`` plus ``PAIR_KEYS`` when ``frame`` holds pair cells, so grouping never mixes a pair cell (target
+    dataset, n source images, a source, N_t) with an ordinary cell or with another source's or N_t's cells.
+
+    Frames without pair rows keep exactly ``keys`` (their tables look as before)."""
+    return (*keys, *PAIR_KEYS) if bool(is_pair(frame).any()) else tuple(keys)
+
+
+def _pair_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the pair columns present (as missing values) so grouping on them works on any frame."""
+    missing = [k for k in PAIR_KEYS if k not in frame.columns]
+    return frame.assign(**{k: None for k in missing}) if missing else frame
+
 _Array = npt.NDArray[Any]
 
 
@@ -229,11 +253,13 @@ def mixed_budgets(frame: pd.DataFrame) -> list[str]:
     if not budget or frame.empty or any(k not in frame.columns for k in COMPARISON_KEYS):
         return []
     described = []
-    for key, rows in frame.groupby(list(COMPARISON_KEYS), sort=True):
+    keys = with_pair_keys(frame, COMPARISON_KEYS)
+    for key, rows in _pair_columns(frame).groupby(list(keys), sort=True, dropna=False):
         seen = rows[budget].drop_duplicates()
         if len(seen) > 1:
             budgets = " vs ".join(", ".join(f"{c}={v}" for c, v in r.items()) for _, r in seen.iterrows())
-            described.append(f"{key[0]} n={key[1]} at {key[2]} px ({budgets})")
+            pair = f" from {key[3]} (N_t={key[4]})" if len(key) > 3 and isinstance(key[3], str) else ""
+            described.append(f"{key[0]} n={key[1]} at {key[2]} px{pair} ({budgets})")
     return described
 
 
@@ -266,16 +292,18 @@ def summarise(
     """
     _require_columns(frame, CELL_KEYS, "summarise")
     check_one_budget(frame, SEPARATE)
-    marked = mark_degenerate(frame, tol)
+    keys = with_pair_keys(frame, CELL_KEYS)
+    marked = mark_degenerate(_pair_columns(frame), tol)
     records: list[dict[str, Any]] = []
-    for key, rows in marked.groupby(list(CELL_KEYS), dropna=False, sort=True):
+    for key, rows in marked.groupby(list(keys), dropna=False, sort=True):
         good = rows[~rows["degenerate"]]
-        rec: dict[str, Any] = dict(zip(CELL_KEYS, key, strict=True))
+        rec: dict[str, Any] = dict(zip(keys, key, strict=True))
         rec.update(n_rows=len(rows), n_degenerate=int(rows["degenerate"].sum()), n_seeds=len(good))
         rec.update(_accuracy_stats(good, n_boot, level, rng_seed))
         rec.update(_balanced_stats(good, n_boot, level, rng_seed))
         records.append(rec)
-    return pd.DataFrame.from_records(records, columns=_SUMMARY_COLUMNS)
+    columns = [*keys, *_SUMMARY_COLUMNS[len(CELL_KEYS) :]]
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
 _GAIN_COLUMNS = [
@@ -315,6 +343,8 @@ def transfer_gain(
     make a baseline. (Choosing the best of several baselines by its sample mean biases it slightly upwards, which makes
     ``significant_gain`` conservative.)
 
+    Domain-adaptation (pair) cells are left out: they have no scratch baseline of their own.
+
     One row per pretrained cell (dataset, n_images, backbone, image_size, strategy). ``gain`` is
     ``accuracy - baseline_accuracy`` with a ``difference_ci`` interval (paired over test examples when
     both sides store ``correct`` vectors of equal length). ``negative_transfer`` is True when the gain is
@@ -323,6 +353,7 @@ def transfer_gain(
     """
     _require_columns(frame, CELL_KEYS, "transfer_gain")
     check_one_budget(frame, SEPARATE)
+    frame = frame[~is_pair(frame)]  # pair cells answer another question (``domain_adaptation_table``)
     marked = mark_degenerate(frame, tol)
     is_scratch = marked["strategy"].isin(baseline_strategies())
     good_scratch = marked[is_scratch & ~marked["degenerate"]]

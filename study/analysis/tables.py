@@ -7,7 +7,9 @@
 - the domain-similarity scores per dataset, and the Spearman rank correlation between the domain gap and the
   measured gain of transfer over scratch;
 - the backbones: transfer accuracy beside ImageNet top-1 and cost, and their rank correlation per dataset
-  (``study.analysis.backbones``).
+  (``study.analysis.backbones``);
+- domain adaptation (pair cells): source-only / DANN / target-only / source-then-target per pair and N_t
+  (``study.analysis.adaptation``).
 The same functions feed the HTML report and the advisor.
 """
 
@@ -65,10 +67,12 @@ def flatten(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, n_images, image_size): the winning (strategy, backbone), its interval, runner-up, margin."""
+    """Per (dataset, n_images, image_size): the winning (strategy, backbone), its interval, runner-up, margin.
+
+    Pair cells (``source`` set) compete only within their own (source, N_t): they are another question."""
     rows = []
-    keys = ["dataset", "n_images", "image_size"]
-    for key, group in summary.dropna(subset=["accuracy_mean"]).groupby(keys, sort=True):
+    keys = list(stats.with_pair_keys(summary, ("dataset", "n_images", "image_size")))
+    for key, group in summary.dropna(subset=["accuracy_mean"]).groupby(keys, sort=True, dropna=False):
         ranked = group.sort_values("accuracy_mean", ascending=False)
         top = ranked.iloc[0]
         second = ranked.iloc[1] if len(ranked) > 1 else None
@@ -181,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["dataset", "n_images", "strategy", "backbone", "accuracy", "baseline_strategy", "baseline_accuracy",
             "gain", "gain_ci_low", "gain_ci_high"]  # fmt: skip
     print("\n## Significant negative transfer (pretrained below the best from-scratch baseline, CI excludes 0)\n")
-    print(_md(gains[gains["negative_transfer"]][cols].sort_values("gain")))
+    # .loc with a bool mask: an empty (object-typed) column would otherwise select columns, not rows
+    print(_md(gains.loc[gains["negative_transfer"].astype(bool), cols].sort_values("gain")))
     print("\n## Largest significant gains over scratch\n")
-    print(_md(gains[gains["significant_gain"]][cols].sort_values("gain", ascending=False).head(15)))
+    print(_md(gains.loc[gains["significant_gain"].astype(bool), cols].sort_values("gain", ascending=False).head(15)))
     sims = similarity_table(store)
     print("\n## Domain similarity (Fréchet distance to natural photos: lower = closer; LogME: higher = better)\n")
     print(_md(sims.sort_values(["backbone", "frechet_distance"]) if not sims.empty else sims))
@@ -192,7 +197,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## Domain gap vs gain of transfer ({args.backbone})\n")
         print(corr)
     print_backbones(frame)
+    print_domain_adaptation(frame)
     return 0
+
+
+def print_domain_adaptation(frame: pd.DataFrame) -> None:
+    """The pair cells (#20): per source -> target and N_t, each recipe's target accuracy with its 95 % interval."""
+    from study.analysis import adaptation
+
+    table = adaptation.domain_adaptation_table(frame)
+    if table.empty:
+        return
+    print("\n## Domain adaptation: target test accuracy per pair and N_t (mean over seeds, 95 % CI)\n")
+    print(adaptation.markdown(table))
 
 
 def print_backbones(frame: pd.DataFrame) -> None:

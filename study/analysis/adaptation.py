@@ -1,0 +1,74 @@
+"""The domain-adaptation table (#20): per (source, target) pair and N_t, each recipe's target accuracy side by side.
+
+A pair cell's ``dataset`` is its target, ``n_images`` its labelled *source* images, ``source`` and
+``n_target_labels`` (N_t) the pair axis. Each recipe comes on two networks (cached backbone features with an
+adapter, or the DANN paper's small CNN: strategy names ending ``_cnn``); the table keeps them on separate rows so
+a recipe is only ever compared with the others on the same network.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from study.analysis import stats
+
+RECIPES: tuple[str, ...] = ("source_only", "dann", "target_only", "source_then_target")
+CNN_SUFFIX = "_cnn"
+KEYS: tuple[str, ...] = ("source", "dataset", "n_target_labels", "n_images", "image_size", "network")
+
+
+def _network(strategy: str, backbone: object) -> tuple[str, str]:
+    """(recipe, network) of a pair strategy name: ``dann_cnn`` -> (dann, small CNN)."""
+    if strategy.endswith(CNN_SUFFIX):
+        return strategy[: -len(CNN_SUFFIX)], "small CNN"
+    return strategy, f"{backbone} features"
+
+
+def domain_adaptation_table(frame: pd.DataFrame, n_boot: int = 2000, level: float = 0.95) -> pd.DataFrame:
+    """One row per pair x N_t x network: each recipe's mean target test accuracy over seeds with its interval.
+
+    Built from ``stats.summarise`` (degenerate rows excluded, intervals over seeds and test examples). Columns per
+    recipe: ``<recipe>`` (mean), ``<recipe>_ci_low``, ``<recipe>_ci_high``, ``<recipe>_seeds``; a recipe not run
+    (``target_only`` at N_t = 0) is NaN. ``dann_minus_source_only`` is the plain difference of the means. Empty when
+    the frame has no pair cells.
+    """
+    pairs = frame[stats.is_pair(frame)]
+    cols = [*KEYS, *(f"{r}{s}" for r in RECIPES for s in ("", "_ci_low", "_ci_high", "_seeds")),
+            "dann_minus_source_only"]  # fmt: skip
+    if pairs.empty:
+        return pd.DataFrame(columns=cols)
+    summary = stats.summarise(pairs, n_boot=n_boot, level=level)
+    named = summary.apply(lambda r: _network(str(r["strategy"]), r["backbone"]), axis=1, result_type="expand")
+    summary = summary.assign(recipe=named[0], network=named[1])
+    summary = summary[summary["recipe"].isin(RECIPES)]
+    rows = []
+    for key, group in summary.groupby(list(KEYS), sort=True, dropna=False):
+        rec: dict[str, object] = dict(zip(KEYS, key, strict=True))
+        by = group.set_index("recipe")
+        for r in RECIPES:
+            hit = by.loc[r] if r in by.index else None
+            rec[r] = float("nan") if hit is None else hit["accuracy_mean"]
+            rec[f"{r}_ci_low"] = float("nan") if hit is None else hit["accuracy_ci_low"]
+            rec[f"{r}_ci_high"] = float("nan") if hit is None else hit["accuracy_ci_high"]
+            rec[f"{r}_seeds"] = 0 if hit is None else int(hit["n_seeds"])
+        rec["dann_minus_source_only"] = rec["dann"] - rec["source_only"]  # type: ignore[operator]
+        rows.append(rec)
+    out = pd.DataFrame.from_records(rows, columns=cols)
+    out["n_target_labels"] = out["n_target_labels"].astype(int)
+    return out
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The table as Markdown, one cell per recipe: ``mean [low, high]`` (``-`` where the recipe was not run)."""
+    if table.empty:
+        return "(no pair cells)"
+    head = ["source → target", "N_t", "source images", "px", "network", *RECIPES]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        cells = [f"{r['source']} → {r['dataset']}", str(r["n_target_labels"]), str(r["n_images"]),
+                 str(r["image_size"]), str(r["network"])]  # fmt: skip
+        for name in RECIPES:
+            mean, low, high = r[name], r[f"{name}_ci_low"], r[f"{name}_ci_high"]
+            cells.append("-" if pd.isna(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
