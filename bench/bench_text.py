@@ -1,7 +1,7 @@
 """Benchmark: frozen sentence embeddings with dynamic padding + length bucketing vs naive fixed-length padding.
 
     python -m bench.bench_text [--dataset ag_news] [--n 512] [--max-length 128] [--batch-size 32]
-                               [--batch-sizes 32,64,128] [--threads 0] [--repeats 1]
+                               [--batch-sizes 16,32,64] [--threads 0] [--repeats 1]
 
 Every side embeds the same ``--n`` real texts (a fixed random sample, seed 0, of the dataset's ``train.csv`` in
 ``$TRANSFER_STUDY_DATA/text``, default ``../shared/datapack``) with the same all-MiniLM-L6-v2 Keras encoder
@@ -69,7 +69,7 @@ def run(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=512)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32, help="batch of the naive and dynamic-predict sides")
-    p.add_argument("--batch-sizes", default="32,64,128", help="bucket sizes of the study's dynamic recipe")
+    p.add_argument("--batch-sizes", default="16,32,64", help="bucket sizes of the study's dynamic recipe")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1)
     args = p.parse_args(argv)

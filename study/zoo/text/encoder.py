@@ -366,7 +366,7 @@ def embed(
     encoder: Any,
     tokenizer: TextTokenizer,
     texts: Sequence[str],
-    batch_size: int = 64,
+    batch_size: int = 32,
     bucket: bool = True,
     pad_to: int | None = None,
 ) -> np.ndarray:
