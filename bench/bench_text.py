@@ -21,6 +21,11 @@ intra- and inter-op threads (0: TensorFlow's default, one per core). Printed: th
 machine is shared: figures from a busy machine are not comparable), the token statistics, the token slots each
 side computes, the largest embedding difference from the naive side (they must agree: padding is masked), texts/s
 of each side and, last, ``speedup N.NNx`` (the best dynamic side over naive).
+
+Measured (2 shared CPU cores, other engineers' jobs running; --repeats 3): ag_news, 512 texts (mean 52 tokens),
+load 3.4: naive 71 texts/s, dynamic-32 221 texts/s (3.1x; 43 % of the token slots); medical_abstracts, 256 texts
+that fill the 128 tokens (mean 125), load 3.2: naive 114, dynamic-32 112 texts/s (no padding to save). Buckets of 64
+and 128 texts were slower per token than 32; --threads 1/2/4 and XLA (jit_compile) did not beat the default.
 """
 
 from __future__ import annotations
