@@ -6,6 +6,7 @@ committed reference study ``results/reference/``, else ``results/study.db``)::
     advisor fit                                  fit and say what the advisor was fitted on
     advisor recommend --n-images 2000 --domain medical [--n-classes K] [--image-size S] [--backbone B]
                       [--budget MINUTES] [--data-dir PATH] [--json]
+                      (--data-dir tickets.csv, or class folders of .txt files: text strategies, advisor.text)
     advisor rules                                the advice as a few rules of thumb
     advisor evaluate [--json] [--probes FILE]    leave-one-dataset-out regret of the advisor and every baseline
     advisor probes [--out FILE]                  probe every study cell's N training images (advisor.probes)
@@ -151,6 +152,11 @@ def _recommend(args: argparse.Namespace) -> int:
         raise AdvisorError("--n-images is required (or --data-dir to count the images)")
     if args.n_images is not None and args.n_images <= 0:
         raise AdvisorError(f"--n-images must be a positive number of labelled images, got {args.n_images}")
+    if args.data_dir:
+        from advisor.text import is_text_input, print_text_recommendation
+
+        if is_text_input(args.data_dir):  # a text,label CSV or class folders of .txt files
+            return print_text_recommendation(args.data_dir, args.results, args.n_images, args.json)
     if args.domain is None and not args.data_dir:
         raise AdvisorError(f"--domain is required (one of {_domain_labels()}) unless --data-dir is given")
     domain = args.domain or OTHER

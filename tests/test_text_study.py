@@ -25,7 +25,7 @@ from study.train.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT_STRATEGIES = [s.name for s in strategy_records() if s.modality == "text"]
-TOKENS = 32
+TOKENS = 16  # SMS texts are short; 16 tokens keep every tiny cell's encoder passes cheap
 
 
 def _cell(ds, n: int, seed: int = 0, max_test: int = 60) -> CellData:
@@ -37,6 +37,12 @@ def _cell(ds, n: int, seed: int = 0, max_test: int = 60) -> CellData:
 @pytest.fixture(scope="module")
 def sms(datapack):
     return catalog.load("sms_spam", TOKENS, data_dirs(), cache_dir())
+
+
+@pytest.fixture(scope="module")
+def tiny(sms):
+    """One tiny cell shared by the strategy tests: 16 texts (12 train, 4 validation), 20 test texts."""
+    return _cell(sms, 16, max_test=20)
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +81,10 @@ def test_identical_texts_stay_on_one_side_of_the_train_validation_carving(sms):
 
 
 @pytest.mark.parametrize("name", TEXT_STRATEGIES)
-def test_every_text_strategy_runs_a_tiny_cell(sms, engine, name):
+def test_every_text_strategy_runs_a_tiny_cell(tiny, engine, name):
     from study.train.strategies import get_strategy
 
-    data = _cell(sms, 16, max_test=30)
+    data = tiny
     result = get_strategy(name).run(data, None, TrainConfig(epochs=1, seed=0), engine)
     assert result.test_proba.shape == (len(data.test_idx), 2)
     assert result.val_proba.shape == (len(data.val_idx), 2)
@@ -92,7 +98,7 @@ def test_no_test_text_or_label_reaches_training(sms, engine, name):
     validation texts, must not move, and the TF-IDF vocabulary must not hold a word only the test texts have."""
     from study.train.strategies import get_strategy
 
-    data = _cell(sms, 40)
+    data = _cell(sms, 40, max_test=20)
     rng = np.random.default_rng(1)
     texts = np.array([f"zqxjv poison {t[::-1]}" for t in sms.test.texts], dtype=object)
     poisoned = TextSet(texts, rng.permutation(sms.test.labels), sms.test.ids, sms.test.groups)
@@ -102,6 +108,27 @@ def test_no_test_text_or_label_reaches_training(sms, engine, name):
     np.testing.assert_allclose(clean.val_proba, dirty.val_proba, atol=1e-6)
     if name == "text_tfidf_logreg":
         assert clean.info["vocabulary"] == dirty.info["vocabulary"]
+
+
+def test_the_text_head_learns_in_a_two_epoch_cell(datapack, engine):
+    """text_feature_extraction's head (Adam on frozen embeddings) matches the linear probe on the same embeddings
+    at the text_smoke budget (TREC, 6 classes, n=60, 2 epochs). A Glorot-initialised head ended near its random
+    start there (test accuracy 0.19, degenerate); see text_strategies.HEAD_ZERO_INIT."""
+    from study.quality import prediction_summary
+    from study.train.strategies import get_strategy
+
+    trec = catalog.load("trec", 32, data_dirs(), cache_dir())
+    tr, va = train_val_split(trec.pool.labels, 60, 0, dataset=trec.name, groups=trec.pool.groups)
+    data = CellData(trec.name, trec.domain, trec.class_names, trec.source_checksum, 32, trec.pool, trec.test, tr, va,
+                    cap_test(trec.test.labels, 100, seed=0))  # fmt: skip
+    cfg = TrainConfig(epochs=2, seed=0)
+    y = trec.test.labels[data.test_idx]
+    acc = {}
+    for name in ("text_linear_probe", "text_feature_extraction"):
+        proba = get_strategy(name).run(data, None, cfg, engine).test_proba
+        acc[name] = prediction_summary(y, proba.argmax(axis=1), data.n_classes)["accuracy"]
+    assert acc["text_linear_probe"] > 0.45, acc  # the embeddings do separate TREC's question types
+    assert acc["text_feature_extraction"] >= acc["text_linear_probe"] - 0.1, acc
 
 
 def test_grids_pair_text_strategies_with_text_datasets_only():

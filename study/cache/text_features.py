@@ -18,7 +18,7 @@ import numpy as np
 from study.cache.activations import ActivationCache, cache_key
 from study.data.cell_data import CellData
 from study.zoo.text import TextEncoderSpec, TextTokenizer, build_text_encoder, embed, hidden_model, load_tokenizer
-from study.zoo.text.encoder import batches
+from study.zoo.text.encoder import batches, inference_fn
 
 POOLED = "mean_pool"  # the boundary name of the sentence embedding (mean over real tokens, L2-normalised)
 
@@ -62,7 +62,7 @@ def embeddings(
 
     def extractor() -> Any:
         encoder = frozen_encoder(spec, cache_dir)
-        return lambda texts, rows: embed(encoder, tok, list(texts), batch_size=32)
+        return lambda texts, rows: embed(encoder, tok, list(texts))
 
     meta = {"dataset": data.dataset, "split": split, "encoder": spec.name, "layer": POOLED, "max_length": max_length}
     return cache.get(_key(data, spec, split, POOLED, max_length), _texts(data, split), indices, extractor,
@@ -77,14 +77,16 @@ def hidden_states(
     tok = tokenizer(spec, max_length)
 
     def extractor() -> Any:
-        prefix = hidden_model(frozen_encoder(spec, cache_dir), boundary)
+        model = hidden_model(frozen_encoder(spec, cache_dir), boundary)
+        prefix = inference_fn(model)
 
-        def run(texts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        def run(texts: np.ndarray, rows: np.ndarray, model: Any = model) -> np.ndarray:
+            # ``model`` as a default keeps the prefix alive while run() lives (inference_fn holds it weakly)
             ids = tok.ids(list(texts))
             out = np.zeros((len(ids), max_length, spec.hidden), dtype="float32")
             for idx in batches([len(r) for r in ids], 32):
                 batch = tok.pad([ids[i] for i in idx])
-                got = np.asarray(prefix.predict_on_batch(batch.inputs()), dtype="float32")
+                got = np.asarray(prefix(batch.inputs()), dtype="float32")
                 out[idx, : got.shape[1]] = got
             return out
 

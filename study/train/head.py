@@ -115,15 +115,20 @@ def train_head(
     n_classes: int,
     cfg: TrainConfig,
     phase: str = "head",
+    zero_init: bool = False,
 ) -> tuple[HeadWeights, list[dict[str, Any]]]:
-    """Train dropout + dense softmax on features ``x_views`` (views, n, d); returns best weights and curves."""
+    """Train dropout + dense softmax on features ``x_views`` (views, n, d); returns best weights and curves.
+
+    ``zero_init`` starts the kernel at zero (logistic regression's start) instead of Glorot-uniform: the first
+    steps then move every logit towards the classes' means instead of first undoing random logits.
+    """
     import tensorflow as tf
 
     d = x_views.shape[-1]
     rng = np.random.default_rng(cfg.seed)
     limit = np.sqrt(6.0 / (d + n_classes))  # Glorot uniform, as keras.layers.Dense
     state = [
-        tf.constant(rng.uniform(-limit, limit, (d, n_classes)), tf.float32),
+        tf.constant(np.zeros((d, n_classes)) if zero_init else rng.uniform(-limit, limit, (d, n_classes)), tf.float32),
         tf.zeros([n_classes]),
         tf.zeros([d, n_classes]),
         tf.zeros([d, n_classes]),

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import tempfile
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,6 +339,29 @@ def batches(lengths: Sequence[int], batch_size: int, bucket: bool = True) -> lis
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+_INFERENCE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def inference_fn(model: Any) -> Any:
+    """``model(inputs, training=False)`` as one graph traced once for any ``(texts, length)`` shape.
+
+    Why: with dynamic padding every batch has its own length, and ``predict_on_batch`` traced a new graph for
+    several of them (about 1-2 s each for MiniLM on 2 cores) before relaxing the shape; a signature with unknown
+    batch and length dimensions traces once per model. Works for any model with int32 ``(texts, length)`` inputs
+    (the encoder, ``hidden_model`` prefixes, classifiers on tokens). The function holds its model weakly (so
+    the cache does not keep models alive): the caller keeps a reference while it uses the function.
+    """
+    fn = _INFERENCE.get(model)
+    if fn is None:
+        import tensorflow as tf
+
+        signature = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in ("token_ids", "padding_mask")}
+        ref = weakref.ref(model)  # the cached function must not keep its model (the dictionary's key) alive
+        fn = tf.function(lambda inputs: ref()(inputs, training=False), input_signature=[signature])
+        _INFERENCE[model] = fn
+    return fn
+
+
 def embed(
     encoder: Any,
     tokenizer: TextTokenizer,
@@ -350,12 +374,14 @@ def embed(
 
     Each batch is padded to its own longest text (``pad_to``: to a fixed length instead, the naive recipe);
     ``bucket`` groups texts of similar token length into the same batch, so little compute goes to padding.
+    All batches run through one traced graph (``inference_fn``), whatever their length.
     """
     ids = tokenizer.ids(texts)
+    run = inference_fn(encoder)
     out: np.ndarray | None = None
     for idx in batches([len(row) for row in ids], batch_size, bucket):
         batch: TokenBatch = tokenizer.pad([ids[i] for i in idx], pad_to)
-        got = np.asarray(encoder.predict_on_batch(batch.inputs()), dtype="float32")
+        got = np.asarray(run(batch.inputs()), dtype="float32")
         if out is None:
             out = np.empty((len(ids), got.shape[1]), dtype="float32")
         out[idx] = got
