@@ -170,6 +170,20 @@ def relative_gaps(similarity: pd.DataFrame | None) -> pd.DataFrame:
     return ok.groupby(["dataset", "image_size"], as_index=False)["gap"].mean()
 
 
+def single_image_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows the image advisor learns from: image strategies on one dataset (text rows have their own advisor,
+    ``advisor.text``; source -> target pair cells answer the domain-adaptation question)."""
+    from study.analysis.stats import is_pair
+    from study.train.strategies import strategy_or_none
+
+    def image(name: str) -> bool:
+        record = strategy_or_none(name)
+        return record is None or (record.modality == "image" and not record.pair)  # unknown: a plugin's, kept
+
+    keep = runs["strategy"].map(image).astype(bool) & ~is_pair(runs)
+    return runs[keep]
+
+
 def prepare(runs: pd.DataFrame, similarity: pd.DataFrame | None = None) -> pd.DataFrame:
     """The advisor's training table: usable runs only, with the traits every model reads.
 
@@ -182,7 +196,7 @@ def prepare(runs: pd.DataFrame, similarity: pd.DataFrame | None = None) -> pd.Da
     missing = [c for c in need if c not in runs.columns]
     if missing:
         raise AdvisorError(f"the results table lacks the columns {missing}; is it a transfer-study results table?")
-    frame = runs.dropna(subset=["accuracy"])
+    frame = single_image_runs(runs).dropna(subset=["accuracy"])
     if frame.empty:
         raise AdvisorError(NO_RESULTS)
     try:
