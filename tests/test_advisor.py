@@ -527,9 +527,9 @@ def test_cli_domain_help_lists_the_registry_labels(capsys):
 def test_cli_bad_data_dirs(capsys, export_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    not_images = tmp_path / "text"
+    not_images = tmp_path / "other"  # (class folders of .txt files are text input: advisor.text)
     (not_images / "a").mkdir(parents=True)
-    (not_images / "a" / "notes.txt").write_text("hello")
+    (not_images / "a" / "notes.dat").write_text("hello")
     cases = ((empty, "is empty"), (not_images, "holds no images"), (tmp_path / "nope", "does not exist"))
     for folder, message in cases:
         code, _, err = run_cli(capsys, "recommend", "--n-images", "100", "--domain", "natural",

@@ -92,12 +92,19 @@ def _weights_by_layer(model):
     return {layer.name: [np.array(w) for w in layer.get_weights()] for layer in model.layers if layer.weights}
 
 
+def _trained_backbone(result):
+    """The backbone inside the result's deployable model (built from the trained weights)."""
+    import keras
+
+    return next(layer for layer in result.model().layers if isinstance(layer, keras.Model))
+
+
 def test_fine_tune_top_changes_only_the_top_k_blocks(runs):
     """Below the freeze point every weight (BN moving statistics included) is bit-identical to ImageNet's;
     above it trainable weights moved, while BatchNorm moving statistics stayed (inference mode)."""
     _, results = runs
     r = results["fine_tune_top"]
-    trained = r.info["backbone"]
+    trained = _trained_backbone(r)
     fresh = _weights_by_layer(build_backbone(SPEC, SIZE, dirs=WeightsDirs(keras_home(), Path())))
     layer_names = [layer.name for layer in trained.layers]
     cut = layer_names.index(r.info["freeze_point"])
@@ -117,7 +124,7 @@ def test_fine_tune_top_changes_only_the_top_k_blocks(runs):
 
 def test_full_fine_tune_keeps_batchnorm_statistics(runs):
     _, results = runs
-    trained = results["full_fine_tune"].info["backbone"]
+    trained = _trained_backbone(results["full_fine_tune"])
     fresh = _weights_by_layer(build_backbone(SPEC, SIZE, dirs=WeightsDirs(keras_home(), Path())))
     bn = [layer for layer in trained.layers if layer.__class__.__name__ == "BatchNormalization"]
     assert bn
