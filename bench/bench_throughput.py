@@ -1,6 +1,7 @@
 """Benchmark: cells per hour of an older revision and of this tree, through the command line, side by side.
 
     python -m bench.bench_throughput --baseline REV [--grid quick] [--every 10] [--workers 2] [--chunks 4]
+                                    [--datasets A,B]
 
 Takes the same deterministic sample of a grid's cells as ``bench.bench_workers`` (every k-th cell of each
 strategy, in grid order) and runs it through ``python -m study.run`` of revision ``REV`` (checked out into a
@@ -135,12 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=10, help="take every k-th cell of each strategy (default 10)")
     p.add_argument("--workers", type=int, default=2, help="local workers on both sides (default 2)")
     p.add_argument("--chunks", type=int, default=4, help="alternating runs per side (default 4)")
+    p.add_argument("--datasets", help="only these datasets' cells (comma-separated; a whole dataset: --every 1)")
     p.add_argument("--keep", type=Path, help="keep both stores and logs in this folder")
     args = p.parse_args(argv)
 
     from bench.bench_workers import sample_cells
 
     cells = sample_cells(args.grid, args.every)
+    if args.datasets:
+        wanted = set(args.datasets.split(","))
+        cells = [c for c in cells if c.dataset in wanted]
     chunks = split_chunks(cells, args.chunks)
     counts: dict[str, int] = defaultdict(int)
     for c in cells:
