@@ -95,21 +95,13 @@ def folder_probes(path: str | Path, backbones: list[str], image_size: int, *, pr
     """
     from tqdm import tqdm
 
-    from advisor.traits import check_cache, check_folder, check_split, folder_dataset_name
+    from advisor.traits import loaded_folder
     from study import config
     from study.cache.features import FeatureEngine
-    from study.data import catalog as study_data
     from study.data.cell_data import CellData
-    from study.data.datasets import register_image_folder, unregister_dataset
 
-    root = check_folder(path)
-    check_cache(config.cache_dir())
-    name = folder_dataset_name(root)
     rows = []
-    try:
-        spec = register_image_folder(name, root, OTHER)
-        ds = study_data.load(name, image_size, config.data_dirs(), config.cache_dir(), allow_download=False)
-        check_split(root, ds, spec.test_split == "official")
+    with loaded_folder(path, OTHER, image_size) as (root, _, ds):
         idx = np.arange(len(ds.pool))
         data = CellData(ds.name, ds.domain, list(ds.class_names), ds.source_checksum, image_size, ds.pool, ds.test,
                         idx, idx[:0], idx[:0])  # fmt: skip
@@ -128,12 +120,6 @@ def folder_probes(path: str | Path, backbones: list[str], image_size: int, *, pr
                     warn(f"no probes with {backbone}: {str(error).splitlines()[0]}")
                 continue
             rows.append({"backbone": backbone, "image_size": image_size, **scores})
-    except AdvisorError:
-        raise
-    except StudyError as error:
-        raise AdvisorError(f"--data-dir {root}: {error}") from None
-    finally:
-        unregister_dataset(name)
     if not rows:
         raise AdvisorError(f"--data-dir {root}: no backbone could be probed (missing weights?); see the warnings")
     return pd.DataFrame(rows)

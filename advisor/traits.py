@@ -12,9 +12,10 @@ Without ``train/``, every image counts as a training image (a user will train on
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,17 +101,7 @@ def measure(
     backbones at the size closest to ``image_size``. A backbone whose weights or reference data are missing is
     skipped with a warning (``warn``); with none measured, ``gap`` is None and the advisor assumes one.
     """
-    from study import config
-    from study.data import catalog as study_data
-    from study.data.datasets import register_image_folder, unregister_dataset
-
-    root = check_folder(path)
-    check_cache(config.cache_dir())
-    name = folder_dataset_name(root)
-    try:
-        spec = register_image_folder(name, root, domain)
-        ds = study_data.load(name, 32, config.data_dirs(), config.cache_dir(), allow_download=False)
-        check_split(root, ds, spec.test_split == "official")
+    with loaded_folder(path, domain, 32) as (root, spec, ds):
         labels = np.concatenate([ds.pool.labels, ds.test.labels])
         pool_only = spec.test_split == "official"
         n_images = len(ds.pool) if pool_only else len(labels)
@@ -121,18 +112,39 @@ def measure(
                                   "imbalance": float(shares.max()), "native_size": native_size(sorted(files)),
                                   "gap": None}  # fmt: skip
         if measure_gap and gap_scales:
-            traits["gap"], traits["gap_by_backbone"] = _gap(name, gap_scales, image_size, warn)
+            traits["gap"], traits["gap_by_backbone"] = _gap(ds.name, gap_scales, image_size, warn)
         return traits
+
+
+MIN_TRAIN = 2
+"""Training-pool images each class needs: one to train on and one to validate with (``study.data.sampling``)."""
+
+
+@contextlib.contextmanager
+def loaded_folder(path: str | Path, domain: str, image_size: int) -> Iterator[tuple[Path, Any, Any]]:
+    """The user's folder as a temporary dataset, loaded at ``image_size``: ``(root, spec, dataset)``.
+
+    Checks the folder, the cache and the split first; any ``StudyError`` inside becomes the one-line
+    ``AdvisorError`` "--data-dir ROOT: ..."; the registration is undone whatever happens.
+    """
+    from study import config
+    from study.data import catalog as study_data
+    from study.data.datasets import register_image_folder, unregister_dataset
+
+    root = check_folder(path)
+    check_cache(config.cache_dir())
+    name = folder_dataset_name(root)
+    try:
+        spec = register_image_folder(name, root, domain)
+        ds = study_data.load(name, image_size, config.data_dirs(), config.cache_dir(), allow_download=False)
+        check_split(root, ds, spec.test_split == "official")
+        yield root, spec, ds
     except AdvisorError:
         raise
     except StudyError as error:
         raise AdvisorError(f"--data-dir {root}: {error}") from None
     finally:
         unregister_dataset(name)
-
-
-MIN_TRAIN = 2
-"""Training-pool images each class needs: one to train on and one to validate with (``study.data.sampling``)."""
 
 
 def check_split(root: Path, ds: Any, official: bool) -> None:
