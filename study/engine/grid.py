@@ -353,6 +353,7 @@ def check_pairs(grid: Grid) -> None:
 def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
     """The grid's cells in a stable order (cheap, cache-sharing cells of a dataset together), and the skips."""
     from study.data.catalog import describe
+    from study.data.datasets import get_dataset
     from study.train.strategies import get_strategy
 
     validate(grid)
@@ -388,7 +389,8 @@ def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
         limit = grid.limits.get(strategy, {})
         cap, only, sizes = limit.get("max_n"), limit.get("backbones"), limit.get("sizes")
         if pool is not None and n > pool:
-            skipped.append(Skipped(cell, f"n={n} exceeds the pool of {dataset} ({pool} images)"))
+            unit = "texts" if get_dataset(describe(dataset).base).modality == "text" else "images"
+            skipped.append(Skipped(cell, f"n={n} exceeds the pool of {dataset} ({pool} {unit})"))
         elif cap is not None and n > cap:
             skipped.append(Skipped(cell, f"n={n} is above this grid's cap for {strategy} (max_n={cap})"))
         elif sizes is not None and n not in sizes:
