@@ -184,3 +184,24 @@ def test_a_bad_text_file_stops_a_sweep_in_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error:") and "no 'text' column" in lines[-1], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_text_batches_of_every_length_train_in_one_fit():
+    """Batches padded to their own longest text have different lengths; the training input must accept them all
+    (Keras' PyDataset fixed the length from its first two batches: 3 cells of the first text-grid run failed)."""
+    import keras
+
+    from study.train.text_strategies import _batches
+    from study.train.training import compile_classifier
+
+    lengths = np.array([16] * 64 + [4] * 32)
+    inputs = {"token_ids": np.ones((96, 16), dtype="int32"), "padding_mask": np.ones((96, 16), dtype="int32")}
+    y = np.arange(96) % 2
+    dataset, steps = _batches(inputs, lengths, y, 32, True, 0)
+    assert steps == 3 and sorted(x["token_ids"].shape[1] for x, _ in dataset) == [4, 16, 16]
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(2, 4)(ids))
+    model = keras.Model({"token_ids": ids, "padding_mask": mask}, keras.layers.Dense(2, activation="softmax")(pooled))
+    history = compile_classifier(model, 1e-3).fit(dataset, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2

@@ -81,41 +81,36 @@ def _full_proba(clf: Any, x: Any, n_classes: int) -> np.ndarray:
     return out
 
 
-class _Batches:
-    """Keras ``PyDataset`` of token (or hidden-state) batches padded to each batch's longest text.
+def _batches(inputs: dict[str, np.ndarray], lengths: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
+             seed: int) -> tuple[Any, int]:  # fmt: skip
+    """``(tf.data.Dataset, batches per epoch)`` of token (or hidden-state) batches padded to each batch's longest text.
 
-    Texts are grouped by length (little padding), the batch order is reshuffled each epoch with the cell's seed.
-    """
+    Texts are grouped by length (little padding); the batch order is reshuffled each epoch with the cell's seed. The
+    signature leaves the length axis open: a ``keras.utils.PyDataset`` infers it from its first two batches, which
+    fixed it at 128 whenever both were full-length, and every shorter batch then failed the cell (3 of 244 cells of
+    the first text-grid run)."""
+    import tensorflow as tf
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        import keras
+    groups = batches(lengths, batch_size)
+    lengths = np.asarray(lengths)
+    rng = np.random.default_rng(seed)
+    order = np.arange(len(groups))
+    if shuffle:
+        rng.shuffle(order)
+    epochs = [0]
 
-        class Batches(keras.utils.PyDataset):
-            def __init__(self, inputs: Any, lengths: np.ndarray, y: np.ndarray | None, batch_size: int,
-                         shuffle: bool, seed: int) -> None:  # fmt: skip
-                super().__init__()
-                self.inputs, self.y, self.shuffle = inputs, y, shuffle
-                self.rng = np.random.default_rng(seed)
-                self.groups = batches(lengths, batch_size)
-                self.lengths = np.asarray(lengths)
-                self.order = np.arange(len(self.groups))
-                if shuffle:
-                    self.rng.shuffle(self.order)
+    def generate() -> Any:
+        if epochs[0] and shuffle:  # a new epoch: a new order, as PyDataset.on_epoch_end did
+            rng.shuffle(order)
+        epochs[0] += 1
+        for g in order:
+            idx = groups[g]
+            longest = max(int(lengths[idx].max()), 1)
+            yield {k: v[idx, :longest] for k, v in inputs.items()}, y[idx].astype("int32")
 
-            def __len__(self) -> int:
-                return len(self.groups)
-
-            def __getitem__(self, i: int) -> Any:
-                idx = self.groups[self.order[i]]
-                longest = max(int(self.lengths[idx].max()), 1)
-                x = {k: v[idx, :longest] for k, v in self.inputs.items()}
-                return (x,) if self.y is None else (x, self.y[idx].astype("int32"))
-
-            def on_epoch_end(self) -> None:
-                if self.shuffle:
-                    self.rng.shuffle(self.order)
-
-        return Batches(*args, **kwargs)
+    spec = {k: tf.TensorSpec((None, None, *v.shape[2:]), tf.as_dtype(v.dtype)) for k, v in inputs.items()}
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=(spec, tf.TensorSpec((None,), tf.int32)))
+    return dataset, len(groups)
 
 
 def _tokens(data: CellData, split: str, idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -185,10 +180,10 @@ cores (load 5-6), full fine-tuning, 13 texts x 16 tokens, 1 step: traced 12.7 s,
 
 def _fit(model: Any, lr: float, train: tuple, val: tuple, data: CellData, cfg: TrainConfig, phase: str) -> list:
     """Compile and fit on token batches ((ids, lengths) for the training and validation texts)."""
-    train_batches = _Batches(*train, data.y_train, cfg.batch_size, True, cfg.seed)
+    train_batches, steps = _batches(*train, data.y_train, cfg.batch_size, True, cfg.seed)
     compile_classifier(model, lr)
-    model.run_eagerly = len(train_batches) * cfg.epochs <= EAGER_MAX_STEPS
-    return fit(model, train_batches, _Batches(*val, data.y_val, 64, False, cfg.seed), cfg.epochs, cfg.patience,
+    model.run_eagerly = steps * cfg.epochs <= EAGER_MAX_STEPS
+    return fit(model, train_batches, _batches(*val, data.y_val, 64, False, cfg.seed)[0], cfg.epochs, cfg.patience,
                phase)  # fmt: skip
 
 
