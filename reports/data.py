@@ -55,7 +55,8 @@ class ReportData:
 
     @property
     def negative_transfer(self) -> pd.DataFrame:
-        return self.gains[self.gains["negative_transfer"]].sort_values("gain").reset_index(drop=True)
+        # astype(bool): an empty object column is a list of labels to pandas, not a mask (a store of pair cells only)
+        return self.gains[self.gains["negative_transfer"].astype(bool)].sort_values("gain").reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -289,7 +290,7 @@ def key_findings(data: ReportData, winners: pd.DataFrame | None = None) -> list[
         worst = "; ".join(f"{_cell(r)} ({_interval(r)})" for r in neg.head(3).to_dict("records"))
         out.append(f"Transfer hurt in {len(neg)} of {pretrained} pretrained cells (significantly below the best "
                    f"from-scratch baseline). Worst: {worst}.")  # fmt: skip
-    helped = gains[gains["significant_gain"]].sort_values("gain", ascending=False)
+    helped = gains[gains["significant_gain"].astype(bool)].sort_values("gain", ascending=False)
     if pretrained and helped.empty:
         out.append("No pretrained cell beat its from-scratch baseline significantly.")
     elif not helped.empty:

@@ -126,3 +126,13 @@ def test_the_analysis_command_prints_the_domain_adaptation_table_from_a_pair_onl
     out = capsys.readouterr().out
     assert "## Domain adaptation" in out
     assert "| pacs_photo → pacs_cartoon | 0 | 100 | 64 | mobilenet_v2 features | 0.310 [" in out
+
+
+def test_the_report_data_of_pair_cells_only_has_no_negative_transfer_and_no_crash(frame):
+    """A store of pair cells only gives an empty gains table; its object-dtype flag columns must still act as masks
+    (pandas reads an empty object Series as a list of column labels: the report crashed with KeyError 'gain')."""
+    from reports.data import gather
+
+    data = gather(frame[frame["source"].notna()], n_boot=50)
+    assert data.gains.empty
+    assert data.negative_transfer.empty and "gain" in data.negative_transfer.columns
