@@ -29,8 +29,13 @@ class Pooled:
     """A compiled model and what its users need to reset it."""
 
     model: Any
-    parts: dict[str, Any] = field(default_factory=dict)  # named sub-models whose variables the caller sets
-    initial: dict[str, list[np.ndarray]] = field(default_factory=dict)  # values as built (e.g. ImageNet weights)
+    backbone: Any = None  # a pretrained sub-model, restored to its weights as built before each use (``initial``)
+    head: Any = None  # the new head, whose values the caller copies in from the head phase
+    initial: list[np.ndarray] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.backbone is not None:
+            self.initial = snapshot(self.backbone.variables)
 
 
 _POOL: OrderedDict[tuple, Pooled] = OrderedDict()

@@ -279,14 +279,14 @@ def _classifier(features: Any, head: Any, inputs: Any) -> Any:
 
 def _reset_pretrained(pooled: pool.Pooled, head: Any) -> None:
     """A pooled pretrained classifier as a fresh one: ImageNet weights, then the head phase's weights."""
-    pool.assign(pooled.parts["backbone"].variables, pooled.initial["backbone"])
-    pool.assign(pooled.parts["head"].variables, head.variables)
+    pool.assign(pooled.backbone.variables, pooled.initial)
+    pool.assign(pooled.head.variables, head.variables)
 
 
 def _deployable_later(pooled: pool.Pooled, spec: BackboneSpec, data: CellData, cfg: TrainConfig) -> Callable[[], Any]:
     """Build the deployable model on demand from the weights the pooled model holds *now* (it trains on later)."""
-    backbone_values = pool.snapshot(pooled.parts["backbone"].variables)
-    head_values = pool.snapshot(pooled.parts["head"].variables)
+    backbone_values = pool.snapshot(pooled.backbone.variables)
+    head_values = pool.snapshot(pooled.head.variables)
 
     def build() -> Any:
         backbone = build_backbone(spec, data.image_size, weights=None)
@@ -319,7 +319,7 @@ def run_fine_tune_top(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engi
         unfreeze(top)
         head = _head(data.n_classes, cfg)
         model = _classifier(top, head, keras.Input(shape=atr.shape[2:]))
-        return pool.Pooled(model, {"backbone": backbone, "head": head}, {"backbone": pool.snapshot(backbone.variables)})
+        return pool.Pooled(model, backbone, head)
 
     key = ("fine_tune_top", spec.name, data.image_size, layer, data.n_classes, cfg.dropout, cfg.weight_decay)
     pooled = pool.compiled(key, build, cfg.lr_finetune)
@@ -405,7 +405,7 @@ def run_full_fine_tune(data: CellData, spec: BackboneSpec, cfg: TrainConfig, eng
         backbone = unfreeze(build_backbone(spec, data.image_size, dirs=engine.weights))
         head = _head(data.n_classes, cfg)
         model = _classifier(backbone, head, keras.Input(shape=(data.image_size, data.image_size, 3)))
-        return pool.Pooled(model, {"backbone": backbone, "head": head}, {"backbone": pool.snapshot(backbone.variables)})
+        return pool.Pooled(model, backbone, head)
 
     key = ("full_fine_tune", spec.name, data.image_size, data.n_classes, cfg.dropout, cfg.weight_decay)
     pooled = pool.compiled(key, build, cfg.lr_finetune)
@@ -460,9 +460,9 @@ def _train_from_scratch(
     ``key`` takes them over, so only the first cell of an architecture pays for tracing."""
     before = engine.cache.stats.extract_seconds
     initial = fresh()
-    pooled = pool.compiled(key, lambda: pool.Pooled(fresh(), {}, {}), cfg.lr_head)
-    model = pooled.model
-    pool.assign(model.variables, initial.variables)
+    model = pool.compiled(key, lambda: pool.Pooled(initial), cfg.lr_head).model  # first use: ``initial`` itself
+    if model is not initial:
+        pool.assign(model.variables, initial.variables)
     t0 = time.perf_counter()
     curves = _fit_on_images(model, data, prep, cfg, "scratch")
     train_seconds = time.perf_counter() - t0
