@@ -21,11 +21,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
 
 from study.errors import StudyError
-from study.probes.similarity import _probe_inputs, logme, out_of_fold
+from study.probes.similarity import _probe_inputs, knn_predictor, linear_predictor, logme, out_of_fold
 
 FOLDS = 5
 K = 5
@@ -50,14 +48,8 @@ def probe_scores(
     if groups is not None and np.unique(np.asarray(groups)).size < 2:
         groups = None  # one group: nothing can leak between folds that ungrouped folds would not also share
 
-    def linear(train_x: Any, train_y: Any, test_x: Any) -> Any:
-        return LogisticRegression(C=1.0, max_iter=2000).fit(train_x, train_y).predict(test_x)
-
-    def knn(train_x: Any, train_y: Any, test_x: Any) -> Any:
-        return KNeighborsClassifier(n_neighbors=min(k, train_x.shape[0])).fit(train_x, train_y).predict(test_x)
-
-    lin, tests = out_of_fold(f, labels, folds, seed, linear, groups)
-    near, _ = out_of_fold(f, labels, folds, seed, knn, groups)
+    lin, tests = out_of_fold(f, labels, folds, seed, linear_predictor(1.0), groups)
+    near, _ = out_of_fold(f, labels, folds, seed, knn_predictor(k), groups)
     per_fold = [float(np.mean(lin[t] == labels[t])) for t in tests]
     return {"linear_probe_accuracy": float(np.mean(lin == labels)),
             "linear_probe_std": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0,

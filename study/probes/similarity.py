@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -217,6 +218,28 @@ def logme_evidence(F: npt.ArrayLike, y: npt.ArrayLike, alpha: float, beta: float
 # ----------------------------------------------------------------------------------------------------------
 
 
+FitPredict = Callable[[_F64, npt.NDArray[Any], _F64], npt.NDArray[Any]]
+"""(training features, training labels, held-out features) -> predicted labels: one fold of a probe."""
+
+
+def knn_predictor(k: int) -> FitPredict:
+    """The kNN probe's fold: ``k`` nearest neighbours (fewer when the training fold is smaller)."""
+
+    def fit_predict(train_x: _F64, train_y: npt.NDArray[Any], test_x: _F64) -> npt.NDArray[Any]:
+        return KNeighborsClassifier(n_neighbors=min(k, train_x.shape[0])).fit(train_x, train_y).predict(test_x)
+
+    return fit_predict
+
+
+def linear_predictor(c: float) -> FitPredict:
+    """The linear probe's fold: L2-regularised logistic regression with inverse regularisation ``c``."""
+
+    def fit_predict(train_x: _F64, train_y: npt.NDArray[Any], test_x: _F64) -> npt.NDArray[Any]:
+        return LogisticRegression(C=c, max_iter=2000).fit(train_x, train_y).predict(test_x)
+
+    return fit_predict
+
+
 def knn_accuracy(
     F: npt.ArrayLike,
     y: npt.ArrayLike,
@@ -237,11 +260,7 @@ def knn_accuracy(
         raise StudyError(f"k must be at least 1, got {k}")
     f, labels = _probe_inputs(F, y)
 
-    def fit_predict(train_x: _F64, train_y: npt.NDArray[Any], test_x: _F64) -> npt.NDArray[Any]:
-        model = KNeighborsClassifier(n_neighbors=min(k, train_x.shape[0]))
-        return model.fit(train_x, train_y).predict(test_x)
-
-    return _cross_validate(f, labels, folds, seed, fit_predict, groups)
+    return _cross_validate(f, labels, folds, seed, knn_predictor(k), groups)
 
 
 def linear_probe_accuracy(
@@ -263,11 +282,7 @@ def linear_probe_accuracy(
         raise StudyError(f"c must be positive, got {c}")
     f, labels = _probe_inputs(F, y)
 
-    def fit_predict(train_x: _F64, train_y: npt.NDArray[Any], test_x: _F64) -> npt.NDArray[Any]:
-        model = LogisticRegression(C=c, max_iter=2000)
-        return model.fit(train_x, train_y).predict(test_x)
-
-    return _cross_validate(f, labels, folds, seed, fit_predict, groups)
+    return _cross_validate(f, labels, folds, seed, linear_predictor(c), groups)
 
 
 def similarity_report(
