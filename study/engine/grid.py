@@ -386,20 +386,27 @@ def expand(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
             continue
         seen.add(cell.key)
         pool = describe(dataset).pool_size
-        limit = grid.limits.get(strategy, {})
-        cap, only, sizes = limit.get("max_n"), limit.get("backbones"), limit.get("sizes")
         if pool is not None and n > pool:
             unit = "texts" if get_dataset(describe(dataset).base).modality == "text" else "images"
             skipped.append(Skipped(cell, f"n={n} exceeds the pool of {dataset} ({pool} {unit})"))
-        elif cap is not None and n > cap:
-            skipped.append(Skipped(cell, f"n={n} is above this grid's cap for {strategy} (max_n={cap})"))
-        elif sizes is not None and n not in sizes:
-            skipped.append(Skipped(cell, f"this grid runs {strategy} only at n in {list(sizes)}"))
-        elif only is not None and cell.backbone is not None and cell.backbone not in only:
-            skipped.append(Skipped(cell, f"this grid runs {strategy} only with {', '.join(only)}"))
+        elif (reason := _limit_reason(grid, cell)) is not None:
+            skipped.append(Skipped(cell, reason))
         else:
             cells.append(cell)
     return cells, skipped
+
+
+def _limit_reason(grid: Grid, cell: Cell) -> str | None:
+    """Why the grid's per-strategy limits (``max_n``, ``sizes``, ``backbones``) leave ``cell`` out, or None."""
+    limit = grid.limits.get(cell.strategy, {})
+    n, cap, only, sizes = cell.n_images, limit.get("max_n"), limit.get("backbones"), limit.get("sizes")
+    if cap is not None and n > cap:
+        return f"n={n} is above this grid's cap for {cell.strategy} (max_n={cap})"
+    if sizes is not None and n not in sizes:
+        return f"this grid runs {cell.strategy} only at n in {list(sizes)}"
+    if only is not None and cell.backbone is not None and cell.backbone not in only:
+        return f"this grid runs {cell.strategy} only with {', '.join(only)}"
+    return None
 
 
 def _expand_pairs(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
@@ -431,8 +438,6 @@ def _expand_pairs(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
         seen.add(cell.key)
         source_pool, target_pool = describe(source).pool_size, describe(target).pool_size
         k = len(get_dataset(describe(target).base).class_names)
-        limit = grid.limits.get(strategy, {})
-        only = limit.get("backbones")
         if source_pool is not None and n > source_pool:
             skipped.append(Skipped(cell, f"n={n} exceeds the pool of source {source} ({source_pool} images)"))
         elif target_pool is not None and n_t > target_pool:
@@ -441,10 +446,8 @@ def _expand_pairs(grid: Grid) -> tuple[list[Cell], list[Skipped]]:
             skipped.append(Skipped(cell, f"n_target_labels={n_t} is below 2 per class for {target}'s {k} classes"))
         elif n_t == 0 and record.needs_target_labels:
             skipped.append(Skipped(cell, f"{strategy} needs labelled target images (n_target_labels > 0)"))
-        elif limit.get("max_n") is not None and n > limit["max_n"]:
-            skipped.append(Skipped(cell, f"n={n} is above this grid's cap for {strategy} (max_n={limit['max_n']})"))
-        elif only is not None and cell.backbone is not None and cell.backbone not in only:
-            skipped.append(Skipped(cell, f"this grid runs {strategy} only with {', '.join(only)}"))
+        elif (reason := _limit_reason(grid, cell)) is not None:
+            skipped.append(Skipped(cell, reason))
         else:
             cells.append(cell)
     return cells, skipped
