@@ -451,6 +451,32 @@ class ResultsStore:
         """Rows as a DataFrame with stable dtypes (nullable ints/bools, UTC times), JSON columns decoded."""
         return rows_frame(self.rows(status), RUN_COLUMNS, (*KEY_COLUMNS, *METRIC_COLUMNS))
 
+    def import_rows(self, rows: list[Mapping[str, Any]]) -> int:
+        """Insert finished rows exported from another store (``python -m study.analysis.restore``).
+
+        Only ``complete`` rows whose ``cell_key`` this store lacks are inserted, with their original worker and
+        timestamps; a key already here (whatever its state) is left alone, so restoring twice, or restoring into a
+        store that ran some of the same cells, never overwrites a result. Returns the number inserted.
+        """
+        have = {k for k in self._keys()}
+        fresh: list[dict[str, Any]] = []
+        for row in rows:
+            if row.get("status") != RunStatus.COMPLETE.value or row.get("cell_key") in have:
+                continue
+            values = {k: _plain(row.get(k)) for k in RUN_COLUMNS if k != "id"}
+            values["status"] = RunStatus.COMPLETE
+            values["attempts"] = values.get("attempts") or 1
+            fresh.append(values)
+            have.add(row["cell_key"])
+        if fresh:
+            with self.session() as s:
+                s.execute(sa.insert(runs), fresh)
+        return len(fresh)
+
+    def _keys(self) -> set[str]:
+        with self.session() as s:
+            return set(s.scalars(sa.select(runs.c.cell_key)))
+
     # -- per-dataset measurements ----------------------------------------------
 
     def put_dataset(self, name: str, *, domain: str | None = None, similarity: Mapping[str, Any] | None = None) -> None:
@@ -489,3 +515,21 @@ class ResultsStore:
     def datasets_frame(self) -> pd.DataFrame:
         """Dataset rows as a DataFrame (``similarity`` decoded)."""
         return rows_frame(self.datasets(), DATASET_COLUMNS, ())
+
+
+def _plain(value: Any) -> Any:
+    """A value read back from an export as the store holds it: None for missing, naive UTC datetimes, Python scalars."""
+    import math
+
+    import pandas as pd
+
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        stamp = value.tz_convert("UTC") if value.tzinfo is not None else value
+        return stamp.tz_localize(None).to_pydatetime()
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        return value.item()  # numpy scalar
+    return value
