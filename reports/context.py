@@ -19,6 +19,7 @@ import pandas as pd
 
 from reports import data as rdata
 from reports import figures as rfig
+from reports import text as rtext
 from reports.formatting import duration, table
 from study.analysis import backbones as bb_analysis
 from study.analysis import tables as analysis
@@ -26,6 +27,10 @@ from study.engine.store import NO_BACKBONE
 from study.train.deploy import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
+NEGATIVE_COLUMNS = ["dataset", "n_images", "strategy", "backbone", "image_size", "accuracy", "baseline_strategy",
+                    "baseline_backbone", "baseline_accuracy", "gain", "gain_ci_low", "gain_ci_high", "n_seeds",
+                    "baseline_n_seeds"]  # fmt: skip
+"""The negative-transfer tables' columns (the main one and the text section's)."""
 
 
 def gain_key(rec: Mapping[str, Any]) -> str:
@@ -193,6 +198,48 @@ def advisor_section(runs: pd.DataFrame, sims: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _verdict_class(rec: Mapping[str, Any]) -> str:
+    return {"MiniLM better": "gain", "TF-IDF better": "negative"}.get(str(rec.get("verdict")), "")
+
+
+def text_section(data: rdata.ReportData) -> dict[str, Any] | None:
+    """The Text classification section, or None when no row is a text cell (the template then shows nothing)."""
+    text = rtext.gather_text(data)
+    if text is None:
+        return None
+    return {
+        "datasets": text.datasets,
+        "findings": rtext.text_findings(text),
+        "figure": _figure(
+            lambda: rfig.text_accuracy_vs_size(text.summary, text.datasets),
+            "Text classification: mean test accuracy over seeds against the number of training texts (log scale), "
+            "one panel per text dataset, one line per text strategy with its 95 % hierarchical-bootstrap interval; "
+            "cells whose every seed was degenerate are not drawn.",
+        ),
+        "best": table(
+            text.best,
+            "text-best",
+            "Best text strategy per dataset × N × token budget (mean test accuracy over seeds, 95 % interval)",
+            key=lambda r: f"{r['dataset']}|{r['n_images']}|{r['image_size']}",
+        ),
+        "vs_tfidf": table(
+            text.vs_tfidf,
+            "text-vs-tfidf",
+            "MiniLM (frozen: linear probe, feature extraction; fine-tuned: top layers, everything) minus TF-IDF + "
+            "logistic regression at the same dataset and N, with the 95 % interval of the difference",
+            key=lambda r: f"{r['dataset']}|{r['n_images']}|{r['image_size']}|{r['strategy']}",
+            row_class=_verdict_class,
+        ),
+        "negative": table(
+            text.negative[[c for c in NEGATIVE_COLUMNS if c in text.negative.columns]],
+            "text-negative-transfer",
+            "Text cells with significant negative transfer (MiniLM below the best from-scratch text baseline)",
+            key=gain_key,
+            row_class=lambda r: "negative",
+        ),
+    }
+
+
 def _deploy_record(metrics: Any) -> dict[str, Any] | None:
     """``metrics["deploy"]`` of one row (``study.train.deploy.deployment_metrics``), or None."""
     if isinstance(metrics, str):
@@ -306,9 +353,7 @@ def context(data: rdata.ReportData, downloads: Mapping[str, Any], title: str | N
     """Everything the template shows; the template only formats it."""
     info = rdata.run_info(data)
     winners = rdata.domain_size_winners(data)
-    gains_cols = ["dataset", "n_images", "strategy", "backbone", "image_size", "accuracy", "baseline_strategy",
-                  "baseline_backbone", "baseline_accuracy", "gain", "gain_ci_low", "gain_ci_high", "n_seeds",
-                  "baseline_n_seeds"]  # fmt: skip
+    gains_cols = NEGATIVE_COLUMNS
     neg = data.negative_transfer
     anchors = rdata.anchor_rows(data, rdata.load_anchors())
     datasets = data.datasets.rename(columns={rdata.SIMILARITY_SCORE: "frechet_distance (lower = closer)"})
@@ -347,6 +392,7 @@ def context(data: rdata.ReportData, downloads: Mapping[str, Any], title: str | N
         "backbones": backbones_section(data),
         "advisor": advisor_section(data.runs, data.similarity),
         "deployment": deployment_section(data.runs),
+        "text": text_section(data),
         "anchors": anchors,
         "anchor_groups": anchor_groups(anchors),
         "downloads": downloads,

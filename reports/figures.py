@@ -106,13 +106,14 @@ def _log_sizes(axes: Any, sizes: Sequence[int]) -> None:
 
 
 def _finish_dataset_facets(
-    g: Any, sizes: Sequence[int], order: Sequence[str], titles: Mapping[str, str] | None, ylabel: str, ncol: int
+    g: Any, sizes: Sequence[int], order: Sequence[str], titles: Mapping[str, str] | None, ylabel: str, ncol: int,
+    xlabel: str = "training images N (log scale)",
 ) -> str:
     """The per-dataset line charts' common finish: log N axis, dataset titles, labels, legend on top; encoded."""
     _log_sizes(g.axes, sizes)
     for ax, name in zip(g.axes.flat, order, strict=False):
         ax.set_title((titles or {}).get(name, name))
-    g.set_axis_labels("training images N (log scale)", ylabel)
+    g.set_axis_labels(xlabel, ylabel)
     sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol, frameon=False, title=None)
     return encode(g.figure)
 
@@ -184,6 +185,41 @@ def accuracy_vs_size(
         f"(x, N = {', '.join(map(str, sizes))}), one panel per dataset ordered from closest to farthest from "
         f"natural photos ({', '.join(order)}), one coloured line per strategy ({', '.join(hue_order)}) with "
         f"shaded 95 % bootstrap intervals. Best at the largest N — {leaders}."
+    )
+    return Figure(uri, alt)
+
+
+def text_accuracy_vs_size(summary: pd.DataFrame, datasets: Sequence[str]) -> Figure:
+    """The text section's figure: mean test accuracy against N (log x) per text dataset, a line per text strategy
+    with its 95 % band (text cells have no backbone, so one figure holds them all)."""
+    frame = summary[summary["dataset"].isin(set(datasets))].dropna(subset=["accuracy_mean"])
+    if frame.empty:
+        raise NoData("no non-degenerate text result")
+    order = [d for d in datasets if d in set(frame["dataset"])]
+    hue_order = _present(strategy_order(), frame["strategy"])
+    palette = strategy_palette(hue_order)
+    sizes = sorted(int(n) for n in frame["n_images"].unique())
+    with theme():
+        g = sns.relplot(
+            data=frame, x="n_images", y="accuracy_mean", hue="strategy", hue_order=hue_order, palette=palette,
+            col="dataset", col_order=order, col_wrap=_wrap(len(order)), kind="line", marker="o", markersize=5,
+            errorbar=None, height=2.5, aspect=1.2, facet_kws={"sharey": False, "sharex": True},
+        )  # fmt: skip
+        g.map_dataframe(_band, palette=palette)
+        uri = _finish_dataset_facets(g, sizes, order, None, "test accuracy", ncol=min(3, len(hue_order)),
+                                     xlabel="training texts N (log scale)")
+    top = frame.loc[frame.groupby("dataset")["n_images"].transform("max") == frame["n_images"]]
+    best = top.loc[top.groupby("dataset")["accuracy_mean"].idxmax()].set_index("dataset")
+    leaders = "; ".join(
+        f"{d}: {best.loc[d, 'strategy']} {best.loc[d, 'accuracy_mean']:.3f} at N={int(best.loc[d, 'n_images'])}"
+        for d in order
+        if d in best.index
+    )
+    alt = (
+        f"Line charts of text classification: mean test accuracy (y) against the number of training texts N on a "
+        f"log scale (x, N = {', '.join(map(str, sizes))}), one panel per text dataset ({', '.join(order)}), one "
+        f"coloured line per text strategy ({', '.join(hue_order)}) with shaded 95 % bootstrap intervals. Best at "
+        f"the largest N — {leaders}."
     )
     return Figure(uri, alt)
 
