@@ -100,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, metavar="DIR", help="folder to write the model, TFLite files and metrics")
     tr.add_argument("--force", action="store_true", help="replace an --out folder that advisor train wrote before "
                     "(it holds advisor-model.json); any other non-empty folder is refused")  # fmt: skip
+    tr.add_argument("--max-length", type=int, help="text only: token budget, 2 to 512 (default 128, the text grid's)")
     tr.add_argument("--no-gap", action="store_true", help="skip measuring the domain gap (faster; the advisor then "
                     "assumes the study's typical gap for the domain)")  # fmt: skip
     pr = sub.add_parser("predict", parents=[verbosity], help="classify images with a model written by advisor train",
@@ -108,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
                         "read (each is named on stderr, the others are predicted); 2 a bad model folder or flag, or "
                         "no image could be read.")  # fmt: skip
     pr.add_argument("--model", required=True, metavar="DIR", help="folder written by advisor train")
-    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (every image under them)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (every image under them); "
+                    "for a text model: texts, .txt files or a .csv with a text column")  # fmt: skip
     pr.add_argument("--tflite", choices=list(VARIANTS), help="use this TFLite model, not model.keras")
     pr.add_argument("--json", action="store_true", help="print every class probability as JSON")
     return p
@@ -312,6 +314,10 @@ def format_recommendation(rec: Any, measured: dict[str, Any] | None = None) -> s
 
 def _train(args: argparse.Namespace) -> int:
     from advisor.deploy import format_train, train
+    from advisor.text import is_text_input
+
+    if is_text_input(args.data_dir):  # a text,label CSV or class folders of .txt files
+        return _train_text(args)
 
     outcome = train(args.data_dir, args.out, domain=args.domain, strategy=args.strategy, backbone=args.backbone,
                     trials=args.trials, image_size=args.image_size, epochs=args.epochs, seed=args.seed,
@@ -324,6 +330,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from advisor.deploy import predict
+    from advisor.text_deploy import is_text_model
+
+    if is_text_model(args.model):
+        return _predict_text(args)
 
     rows, problems = predict(args.model, args.images, tflite=args.tflite)
     if args.json:
@@ -332,6 +342,40 @@ def _predict(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['image']}: {r['class']} {r['probability']:.3f}")
     for problem in problems:  # every readable image was predicted; each unreadable one is named on its own line
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return PREDICT_PARTIAL if rows else 2
+    return 0
+
+
+def _train_text(args: argparse.Namespace) -> int:
+    """``advisor train`` on a text CSV or folder (``advisor.text_deploy``); image-only flags are refused."""
+    from advisor.text_deploy import DEFAULT_MAX_LENGTH, format_train_text, train_text
+
+    for flag, value in (("--backbone", args.backbone), ("--image-size", args.image_size), ("--domain", args.domain)):
+        if value is not None:
+            raise AdvisorError(f"{flag} applies to image folders; for text use --strategy and --max-length")
+    outcome = train_text(args.data_dir, args.out, strategy=args.strategy, max_length=args.max_length or
+                         DEFAULT_MAX_LENGTH, trials=args.trials, epochs=args.epochs, seed=args.seed, force=args.force,
+                         results=args.results, say=lambda m: print(m, file=sys.stderr),
+                         warn=lambda m: print(f"warning: {m}", file=sys.stderr))  # fmt: skip
+    print(format_train_text(outcome))
+    return 0
+
+
+def _predict_text(args: argparse.Namespace) -> int:
+    """``advisor predict`` with a text model: one line per text (same exit statuses as for images)."""
+    from advisor.text_deploy import predict_text
+
+    if args.tflite:
+        raise AdvisorError("--tflite: text models have no TFLite files; drop the flag")
+    rows, problems = predict_text(args.model, args.images)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['text']}: {r['class']} {r['probability']:.3f}")
+    for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
         return PREDICT_PARTIAL if rows else 2

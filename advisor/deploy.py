@@ -58,7 +58,7 @@ class TrainOutcome:
 MARKER = "advisor-model.json"
 """Written into every model folder by ``advisor train``: ``--force`` replaces only a folder that holds it."""
 MODEL_FILES = frozenset({"model.keras", *(f"model_{v}.tflite" for v in VARIANTS), "labels.json", "metrics.json",
-                         MARKER})  # fmt: skip
+                         "tokenizer.json", MARKER})  # fmt: skip (tokenizer.json: a text model, advisor.text_deploy)
 """Every name ``advisor train`` may write into a model folder: ``--force`` never removes anything else."""
 
 

@@ -62,7 +62,7 @@ def _texts(data: CellData, split: str, idx: np.ndarray) -> list[str]:
 
 def _result(data: CellData, engine: FeatureEngine, before: float, val: np.ndarray, test: np.ndarray,
             curves: list[dict[str, Any]], train_seconds: float, eval_seconds: float, trainable: int,
-            info: dict[str, Any]) -> FitResult:  # fmt: skip
+            info: dict[str, Any], export: Any = None) -> FitResult:  # fmt: skip
     return FitResult(
         val_proba=np.asarray(val, dtype=np.float64),
         test_proba=np.asarray(test, dtype=np.float64),
@@ -70,7 +70,8 @@ def _result(data: CellData, engine: FeatureEngine, before: float, val: np.ndarra
         timings={"extract_seconds": engine.cache.stats.extract_seconds - before, "train_seconds": train_seconds,
                  "eval_seconds": eval_seconds},  # fmt: skip
         trainable_params=trainable,
-        build_model=None,  # deployable text models are advisor train's job (not yet): no latency/size figures
+        build_model=None,  # the sweep's latency/size figures take images: none for text cells
+        export_model=export,  # advisor train's deployable model: token ids + padding mask in, probabilities out
         info={"encoder": ENCODER, "max_length": data.image_size, **info},
     )
 
@@ -199,7 +200,7 @@ def run_scratch_cnn(data: CellData, spec: Any, cfg: TrainConfig, engine: Feature
     t1 = time.perf_counter()
     val, test = _predict(model, xva, lva), _predict(model, *_tokens(data, "test", data.test_idx))
     return _result(data, engine, engine.cache.stats.extract_seconds, val, test, curves, train_seconds,
-                   time.perf_counter() - t1, count_params(model)[0], {"encoder": None})  # fmt: skip
+                   time.perf_counter() - t1, count_params(model)[0], {"encoder": None}, lambda: model)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------- transfer
@@ -226,7 +227,41 @@ def run_linear_probe(data: CellData, spec: Any, cfg: TrainConfig, engine: Featur
     val = _full_proba(clf, scaler.transform(fval), data.n_classes)
     test = _full_proba(clf, scaler.transform(ftest), data.n_classes)
     return _result(data, engine, before, val, test, [], train_seconds, time.perf_counter() - t1,
-                   int(clf.coef_.size + clf.intercept_.size), {"freeze_point": POOLED})  # fmt: skip
+                   int(clf.coef_.size + clf.intercept_.size), {"freeze_point": POOLED},
+                   lambda: _probe_export(engine, scaler, clf, data.n_classes))  # fmt: skip
+
+
+def _token_inputs() -> dict[str, Any]:
+    import keras
+
+    return {"token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
+            "padding_mask": keras.Input((None,), dtype="int32", name="padding_mask")}  # fmt: skip
+
+
+def _frozen(engine: FeatureEngine) -> Any:
+    encoder = build_text_encoder(get_text_encoder(ENCODER), "pretrained", engine.weights.cache_dir)
+    encoder.trainable = False
+    return encoder
+
+
+def _probe_export(engine: FeatureEngine, scaler: Any, clf: Any, n_classes: int) -> Any:
+    """Frozen MiniLM + the probe as one softmax Dense layer: standardisation folded into the logistic regression's
+    weights (a binary regression's one logit z becomes the pair (0, z), whose softmax is its sigmoid)."""
+    import keras
+
+    coef = clf.coef_ / scaler.scale_[None, :]
+    bias = clf.intercept_ - coef @ scaler.mean_
+    if coef.shape[0] == 1:
+        coef, bias = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], bias])
+    kernel = np.zeros((coef.shape[1], n_classes), dtype="float32")
+    full_bias = np.full(n_classes, -1e4, dtype="float32")  # a class absent from training is never predicted
+    kernel[:, clf.classes_] = coef.T
+    full_bias[clf.classes_] = bias
+    dense = keras.layers.Dense(n_classes, activation="softmax", name="probe")
+    inputs = _token_inputs()
+    model = keras.Model(inputs, dense(_frozen(engine)(inputs)), name="text_linear_probe")
+    dense.set_weights([kernel, full_bias])
+    return model
 
 
 def _head_phase(data: CellData, engine: FeatureEngine, cfg: TrainConfig) -> tuple[Any, list, float]:
@@ -245,7 +280,8 @@ def run_feature_extraction(data: CellData, spec: Any, cfg: TrainConfig, engine: 
     t1 = time.perf_counter()
     val, test = weights.predict_proba(fval * EMB_SCALE), weights.predict_proba(ftest * EMB_SCALE)
     return _result(data, engine, before, val, test, curves, seconds, time.perf_counter() - t1,
-                   int(weights.kernel.size + weights.bias.size), {"freeze_point": POOLED})  # fmt: skip
+                   int(weights.kernel.size + weights.bias.size), {"freeze_point": POOLED},
+                   lambda: _on_top(_frozen(engine), weights.to_keras(cfg), _token_inputs()))  # fmt: skip
 
 
 def _on_top(body: Any, head: Any, inputs: dict[str, Any]) -> Any:
@@ -275,14 +311,16 @@ def run_fine_tune_top(data: CellData, spec: Any, cfg: TrainConfig, engine: Featu
     top = build_top(encoder, boundary)
     inputs = {"hidden": keras.Input((None, enc_spec.hidden), name="hidden"),
               "padding_mask": keras.Input((None,), dtype="int32", name="padding_mask")}  # fmt: skip
-    model = _on_top(top, weights.to_keras(cfg), inputs)
+    head = weights.to_keras(cfg)
+    model = _on_top(top, head, inputs)
     t0 = time.perf_counter()
     curves = curves + _fit(model, cfg.lr_finetune, (xtr, ltr), (xva, lva), data, cfg, "fine_tune")
     train_seconds = head_seconds + time.perf_counter() - t0
     t1 = time.perf_counter()
     val, test = _predict(model, xva, lva), _predict(model, *cached("test", data.test_idx))
     return _result(data, engine, before, val, test, curves, train_seconds, time.perf_counter() - t1,
-                   count_params(model)[0], {"freeze_point": boundary, "top_k": k})  # fmt: skip
+                   count_params(model)[0], {"freeze_point": boundary, "top_k": k},
+                   lambda: _on_top(encoder, head, _token_inputs()))  # fmt: skip (top shares encoder's layers)
 
 
 def run_full_fine_tune(data: CellData, spec: Any, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
@@ -305,7 +343,7 @@ def run_full_fine_tune(data: CellData, spec: Any, cfg: TrainConfig, engine: Feat
     t1 = time.perf_counter()
     val, test = _predict(model, xva, lva), _predict(model, *_tokens(data, "test", data.test_idx))
     return _result(data, engine, before, val, test, curves, train_seconds, time.perf_counter() - t1,
-                   count_params(model)[0], {"freeze_point": None})  # fmt: skip
+                   count_params(model)[0], {"freeze_point": None}, lambda: model)  # fmt: skip
 
 
 _HEAD = ("lr_head", "dropout", "weight_decay")

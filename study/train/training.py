@@ -63,6 +63,7 @@ class FitResult:
     timings: dict[str, float] = field(default_factory=dict)
     trainable_params: int = 0
     build_model: Any = None  # () -> deployable keras.Model (images in, probabilities out); built on demand
+    export_model: Any = None  # () -> keras.Model on token ids (text strategies; advisor train), on demand
     info: dict[str, Any] = field(default_factory=dict)
     _model: Any = None
 
