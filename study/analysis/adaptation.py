@@ -91,7 +91,8 @@ def versus(table: pd.DataFrame, recipe: str, other: str) -> pd.DataFrame:
 
 
 def best_recipe(row: pd.Series) -> str | None:
-    """The recipe with the highest mean on one table row (None when none was measured)."""
+    """The recipe with the highest mean on one table row (None when none was measured); a tie goes to the recipe
+    listed first in ``RECIPES`` (the simpler one: source_only before dann)."""
     means = {r: float(row[r]) for r in RECIPES if pd.notna(row[r])}
     return max(means, key=lambda r: means[r]) if means else None
 
