@@ -5,7 +5,7 @@ committed reference study ``results/reference/``, else ``results/study.db``)::
 
     advisor fit                                  fit and say what the advisor was fitted on
     advisor recommend --n-images 2000 --domain medical [--n-classes K] [--image-size S] [--backbone B]
-                      [--budget MINUTES] [--data-dir PATH] [--json]
+                      [--budget MINUTES] [--data-dir PATH] [--source-dir PATH] [--json]
                       (--data-dir tickets.csv, or class folders of .txt files: text strategies, advisor.text)
     advisor rules                                the advice as a few rules of thumb
     advisor evaluate [--json] [--probes FILE]    leave-one-dataset-out regret of the advisor and every baseline
@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--backbone", help="only this backbone (and backbone-free strategies)")
     rec.add_argument("--budget", type=float, metavar="MINUTES", help="training budget in minutes (study machine)")
     rec.add_argument("--data-dir", help="measure the traits from this image folder (one sub-folder per class)")
+    rec.add_argument("--source-dir", metavar="PATH", help="a labelled related source folder (same class names): "
+                     "which of source_only / dann / target_only / source_then_target the study measured best at your "
+                     "number of labelled target images (--data-dir's count or --n-images; advisor.adaptation)")
     rec.add_argument("--json", action="store_true", help="print the full recommendation as JSON")
     sub.add_parser("rules", parents=[common], help="the fitted advice as a short rule list")
     ev = sub.add_parser("evaluate", parents=[common], help="leave-one-dataset-out regret vs the textbook rule")
@@ -150,6 +153,10 @@ def _fit(args: argparse.Namespace) -> int:
 def _recommend(args: argparse.Namespace) -> int:
     from advisor.model import Traits
 
+    if args.source_dir:  # a labelled related source: the domain-adaptation question (N_t may be 0)
+        from advisor.adaptation import print_adaptation_advice
+
+        return print_adaptation_advice(args.source_dir, args.data_dir, args.n_images, args.json, args.results)
     if args.n_images is None and not args.data_dir:
         raise AdvisorError("--n-images is required (or --data-dir to count the images)")
     if args.n_images is not None and args.n_images <= 0:

@@ -21,6 +21,7 @@ from reports import data as rdata
 from reports import figures as rfig
 from reports import text as rtext
 from reports.formatting import duration, table
+from study.analysis import adaptation as da_analysis
 from study.analysis import backbones as bb_analysis
 from study.analysis import tables as analysis
 from study.engine.store import NO_BACKBONE
@@ -36,6 +37,14 @@ NEGATIVE_COLUMNS = ["dataset", "n_images", "strategy", "backbone", "image_size",
 def gain_key(rec: Mapping[str, Any]) -> str:
     """Identity of a pretrained cell in the gain tables (what the tests compare with ``transfer_gain``)."""
     return "|".join(str(rec[k]) for k in ("dataset", "n_images", "backbone", "image_size", "strategy"))
+
+
+def best_key(rec: Mapping[str, Any]) -> str:
+    """Identity of a row of the winners table: dataset, N and image size, plus source and N_t for a pair cell
+    (pair cells of one target share the first three)."""
+    key = f"{rec['dataset']}|{rec['n_images']}|{rec['image_size']}"
+    source = rec.get("source")
+    return key if source is None or pd.isna(source) else f"{key}|{source}|{int(rec['n_target_labels'])}"
 
 
 def _negative_class(rec: Mapping[str, Any]) -> str:
@@ -306,6 +315,54 @@ def deployment_section(runs: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def adaptation_key(rec: Mapping[str, Any]) -> str:
+    """Identity of a domain-adaptation table row (what the tests compare with ``domain_adaptation_table``)."""
+    return "|".join(str(rec[k]) for k in da_analysis.KEYS)
+
+
+def _interval_text(mean: Any, low: Any, high: Any) -> str:
+    return "-" if pd.isna(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def adaptation_section(data: rdata.ReportData, anchors: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The domain-adaptation section (#20), or ``None`` when the runs hold no pair cells (no section at all).
+
+    Its table is ``study.analysis.adaptation.domain_adaptation_table`` as gathered, formatted only: each recipe's
+    cell reads ``mean [95 % interval]`` and sorts by the mean. The anchors shown are those of pair cells on the
+    run's targets (``rdata.pair_anchor_rows``), with their protocol differences.
+    """
+    pairs = data.adaptation
+    if pairs.empty:
+        return None
+    recipes = list(da_analysis.RECIPES)
+    shown = pd.DataFrame({
+        "source → target": [f"{s} → {t}" for s, t in zip(pairs["source"], pairs["dataset"], strict=True)],
+        "N_t": pairs["n_target_labels"].astype(int), "source images": pairs["n_images"].astype(int),
+        "px": pairs["image_size"].astype(int), "network": pairs["network"],
+        **{r: pairs[r] for r in recipes}, "dann − source_only": pairs["dann_minus_source_only"],
+    })  # fmt: skip
+    keys = [adaptation_key(r) for r in pairs.to_dict("records")]
+    formatted = table(shown, "domain-adaptation", "Target test accuracy per source → target pair, N_t (labelled "
+                      "target images) and network: mean over seeds [95 % hierarchical-bootstrap interval]; - where "
+                      "the recipe was not run (target_only and source_then_target need N_t > 0)")  # fmt: skip
+    for row, key, rec in zip(formatted["rows"], keys, pairs.to_dict("records"), strict=True):
+        row["key"] = key
+        for i, r in enumerate(recipes, start=5):
+            row["cells"][i]["text"] = _interval_text(rec[r], rec[f"{r}_ci_low"], rec[f"{r}_ci_high"])
+    return {
+        "table": formatted,
+        "findings": da_analysis.findings(pairs),
+        "figure": _figure(
+            lambda: rfig.domain_adaptation(pairs),
+            "Target test accuracy of each recipe per source → target pair (one panel per pair, network, image "
+            "size and source count), one colour per number of labelled target images N_t, with the table's 95 % "
+            "intervals. source_only and dann at N_t = 0 use no target label; dann at N_t > 0 adds the labelled "
+            "target images to its label loss.",
+        ),
+        "anchors": rdata.pair_anchor_rows(list(anchors), set(pairs["dataset"])),
+    }
+
+
 def anchor_groups(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Anchors grouped by source: each source's quotes, protocols, differences and findings are stated once."""
     groups: dict[str, dict[str, Any]] = {}
@@ -378,7 +435,7 @@ def context(data: rdata.ReportData, downloads: Mapping[str, Any], title: str | N
             data.best,
             "best-per-cell",
             "Winner per dataset × size × image size (all backbones)",
-            key=lambda r: f"{r['dataset']}|{r['n_images']}|{r['image_size']}",
+            key=best_key,
         ),
         "negative": table(
             neg[gains_cols],
@@ -395,6 +452,7 @@ def context(data: rdata.ReportData, downloads: Mapping[str, Any], title: str | N
         "text": text_section(data),
         "anchors": anchors,
         "anchor_groups": anchor_groups(anchors),
+        "adaptation": adaptation_section(data, anchors),
         "downloads": downloads,
         "summary": table(
             data.summary,

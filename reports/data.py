@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from study.analysis import adaptation as da_analysis
 from study.analysis import backbones as bb_analysis
 from study.analysis import stats
 from study.analysis import tables as analysis
@@ -47,6 +48,7 @@ class ReportData:
     backbones: pd.DataFrame = field(default_factory=pd.DataFrame)  # study.analysis.backbones.backbone_table
     backbone_correlations: pd.DataFrame = field(default_factory=pd.DataFrame)  # ... .rank_correlations
     backbone_mean_correlations: pd.DataFrame = field(default_factory=pd.DataFrame)  # ... .mean_rank_correlations
+    adaptation: pd.DataFrame = field(default_factory=pd.DataFrame)  # study.analysis.adaptation (pair cells, #20)
 
     @property
     def dataset_order(self) -> list[str]:
@@ -89,10 +91,11 @@ def gather(store_or_frame: Any, n_boot: int = 2000) -> ReportData:
     bb_table = bb_analysis.backbone_table(runs, n_boot=n_boot)
     bb_corr = bb_analysis.rank_correlations(runs, n_boot=n_boot)
     bb_mean = bb_analysis.mean_rank_correlations(bb_corr, n_boot=n_boot)
+    pairs = da_analysis.domain_adaptation_table(runs, n_boot=n_boot)  # empty without pair cells
     return ReportData(runs=runs, summary=summary, gains=gains, best=best, similarity=sims, datasets=datasets,
                       status_counts=status_counts, source=source, reference_backbone=reference,
                       similarity_vs_gain=corr, backbones=bb_table, backbone_correlations=bb_corr,
-                      backbone_mean_correlations=bb_mean)  # fmt: skip
+                      backbone_mean_correlations=bb_mean, adaptation=pairs)  # fmt: skip
 
 
 def _frame_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -469,3 +472,9 @@ def anchor_rows(data: ReportData, anchors: list[dict[str, Any]]) -> list[dict[st
                        ours_note="")  # fmt: skip
         rows.append(row)
     return rows
+
+
+def pair_anchor_rows(rows: list[dict[str, Any]], targets: set[str]) -> list[dict[str, Any]]:
+    """The anchor rows that belong to the domain-adaptation section: an ``ours.source`` selection (a pair cell)
+    on one of the run's target datasets."""
+    return [r for r in rows if "source" in r["ours"] and r["dataset"] in targets]

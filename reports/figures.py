@@ -636,3 +636,86 @@ def learning_curves(runs: pd.DataFrame, dataset_order: Sequence[str], limit: int
         "fine-tuning starts after the head phase."
     )
     return Figure(uri, alt)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 8. Domain adaptation (#20)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def adaptation_long(table: pd.DataFrame) -> pd.DataFrame:
+    """``study.analysis.adaptation.domain_adaptation_table`` in long form: one row per panel x N_t x recipe measured.
+
+    A panel is one pair on one network, image size and source count (the table's row keys less N_t), so a recipe
+    is only ever drawn beside the others it was compared with.
+    """
+    from study.analysis.adaptation import RECIPES
+
+    rows = []
+    for r in table.to_dict("records"):
+        pair = f"{r['source']} → {r['dataset']}"
+        pair = pair if len(pair) <= 44 else f"{r['source']} →\n{r['dataset']}"  # long names: two title lines
+        panel = f"{pair}\n{r['network']}, {int(r['image_size'])} px, {int(r['n_images'])} source images"
+        for recipe in RECIPES:
+            if pd.notna(r[recipe]):
+                rows.append({"panel": panel, "N_t": int(r["n_target_labels"]), "recipe": recipe,
+                             "accuracy": float(r[recipe]), "ci_low": float(r[f"{recipe}_ci_low"]),
+                             "ci_high": float(r[f"{recipe}_ci_high"])})  # fmt: skip
+    return pd.DataFrame(rows, columns=["panel", "N_t", "recipe", "accuracy", "ci_low", "ci_high"])
+
+
+def _recipe_points(data: pd.DataFrame, recipes: Sequence[str], levels: Sequence[int], palette: Mapping[int, Any],
+                   **_: Any) -> None:  # fmt: skip
+    """One panel: each N_t's recipes as dodged points with their 95 % intervals (categories: no joining line)."""
+    ax = plt.gca()
+    width = 0.5 / max(1, len(levels))
+    for i, n_t in enumerate(levels):
+        pts = data[data["N_t"] == n_t].set_index("recipe").reindex(list(recipes)).dropna(subset=["accuracy"])
+        if pts.empty:
+            continue
+        x = np.array([list(recipes).index(r) for r in pts.index], float) + (i - (len(levels) - 1) / 2) * width
+        y = pts["accuracy"].to_numpy(float)
+        err = [(y - pts["ci_low"]).clip(lower=0), (pts["ci_high"] - y).clip(lower=0)]
+        ax.errorbar(x, y, yerr=err, color=palette[n_t], marker="o", markersize=5, linestyle="none", capsize=2,
+                    label=f"N_t = {n_t}")  # fmt: skip
+    ax.set_xticks(range(len(recipes)))
+    ax.set_xticklabels(list(recipes), rotation=30, ha="right")
+
+
+def domain_adaptation(table: pd.DataFrame) -> Figure:
+    """Per pair (and network): target test accuracy of each recipe, one colour per number of labelled target
+    images N_t, with the table's 95 % intervals (the figure draws the table, it computes nothing)."""
+    from study.analysis.adaptation import RECIPES
+
+    frame = adaptation_long(table)
+    if frame.empty:
+        raise NoData("no domain-adaptation (source → target) cell has a non-degenerate result")
+    panels = list(dict.fromkeys(frame["panel"]))
+    levels = sorted(int(n) for n in frame["N_t"].unique())
+    colours = sns.color_palette("colorblind", max(3, len(levels)))
+    palette = {n: colours[i] for i, n in enumerate(levels)}
+    with theme():
+        g = sns.FacetGrid(frame, col="panel", col_order=panels, col_wrap=_wrap(len(panels), 3), height=2.8,
+                          aspect=1.25, sharey=False, sharex=False)  # fmt: skip
+        g.map_dataframe(_recipe_points, recipes=RECIPES, levels=levels, palette=palette)
+        g.set_titles("{col_name}", size=8)
+        g.set_axis_labels("", "target test accuracy")
+        handles = [plt.Line2D([], [], color=palette[n], marker="o", linestyle="none") for n in levels]
+        g.figure.legend(handles, [f"N_t = {n} labelled target images" for n in levels], loc="lower center",
+                        bbox_to_anchor=(0.5, 1.0), ncol=len(levels), frameon=False)  # fmt: skip
+        g.figure.tight_layout()
+        uri = encode(g.figure)
+    parts = []
+    for panel in panels:
+        sel = frame[frame["panel"] == panel]
+        by_n = "; ".join(
+            f"N_t {n}: " + ", ".join(f"{r.recipe} {r.accuracy:.3f}" for r in sel[sel["N_t"] == n].itertuples())
+            for n in levels if (sel["N_t"] == n).any()
+        )
+        parts.append(f"{panel.replace(chr(10), ', ')} ({by_n})")
+    alt = (
+        f"Point charts, one panel per source → target pair and network ({len(panels)} panels): target test "
+        f"accuracy (y, 95 % intervals as error bars) of {', '.join(RECIPES)} (x), one colour per number of labelled "
+        f"target images. Means: " + " | ".join(parts) + "."
+    )
+    return Figure(uri, alt)

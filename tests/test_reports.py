@@ -24,6 +24,7 @@ import pytest
 
 from advisor.data import load_results
 from reports import build, data, figures
+from reports.context import best_key
 from study.analysis import stats
 from study.analysis import tables as analysis
 from study.engine.store import NO_BACKBONE, ResultsStore, make_cell_key
@@ -245,6 +246,7 @@ def expected_figures(d: data.ReportData) -> int:
         + int(not figures.cost_frame(d.runs, d.summary).empty)
         + int(not d.backbones.empty and d.backbones["backbone"].nunique() >= 2)
         + int(d.runs["curves"].map(data.has_curves).any())
+        + int(not d.adaptation.empty)  # the domain-adaptation figure, only for pair cells
     )
 
 
@@ -270,9 +272,10 @@ def check_report_against_data(html: str, d: data.ReportData) -> Page:
     shown = {r["key"]: r["cells"] for r in page.tables["best-per-cell"]}
     assert len(shown) == len(expected_best)
     for rec in expected_best.to_dict("records"):
-        cells = shown[f"{rec['dataset']}|{rec['n_images']}|{rec['image_size']}"]
-        assert cells[3] == rec["best_strategy"] and cells[4] == rec["best_backbone"]
-        assert float(cells[5]) == pytest.approx(rec["accuracy"], abs=5e-4)
+        cells = shown[best_key(rec)]
+        at = 5 if "source" in rec else 3  # pair runs show source and N_t after dataset, n_images, image_size
+        assert cells[at] == rec["best_strategy"] and cells[at + 1] == rec["best_backbone"]
+        assert float(cells[at + 2]) == pytest.approx(rec["accuracy"], abs=5e-4)
     for section in ("overview", "accuracy", "strategy-map", "gain", "cost", "backbones", "curves", "advisor", "anchors",
                     "tables", "closing-note"):  # fmt: skip
         assert section in page.ids
@@ -378,7 +381,7 @@ def test_anchors_are_cited_and_matched_to_our_cells(synthetic: dict[str, Any]) -
     ids = [a["id"] for a in anchors]
     assert len(ids) == len(set(ids)) >= 10
     known = {"scratch", "scratch_small", "linear_probe", "feature_extraction", "fine_tune_top", "full_fine_tune",
-             "dann", "dann_cnn"}  # fmt: skip
+             "dann", "dann_cnn", "source_only", "source_only_cnn"}  # fmt: skip
     for a in anchors:
         assert a["url"].startswith("https://") and a["source"] and a["quote"] and a["protocol_differences"]
         assert 0 < a["value"] <= 1
@@ -586,3 +589,96 @@ def test_committed_reference_report_opens_and_matches_the_committed_tables() -> 
     seen = open_in_browser(report, ARTIFACTS / "reference-report-overview.png")
     check_browser(seen, len(page.images))
     assert len(page.images) >= expected_figures(d)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Domain adaptation (#20): the committed results/adaptation pair cells
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adaptation_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The report of the committed domain_adaptation grid's rows, built with build_report's own steps."""
+    from study.analysis import adaptation
+
+    runs, _ = load_results(REPO / "results" / "adaptation")
+    out = tmp_path_factory.mktemp("adaptation") / "report.html"
+    gathered = data.gather(runs, n_boot=200)
+    ctx = build.context(gathered, build.export_tables(runs, out.parent / "export", out.parent))
+    build.write_atomic(out, build.render(ctx))
+    return {"report": out, "data": gathered, "ctx": ctx, "html": out.read_text("utf-8"),
+            "table": adaptation.domain_adaptation_table(runs, n_boot=200)}  # fmt: skip
+
+
+def test_the_domain_adaptation_section_shows_the_pair_table(adaptation_report: dict[str, Any]) -> None:
+    """Every row of study.analysis.adaptation's table, each recipe as mean [interval], the recipes not run as -."""
+    from study.analysis import adaptation
+
+    table = adaptation_report["table"]
+    assert len(table) == 20  # 8 pairs (mnist -> mnist_m on two networks) x N_t 0 and 50/100
+    page = check_report_against_data(adaptation_report["html"], adaptation_report["data"])
+    assert {"domain-adaptation", "fig-domain-adaptation", "domain-adaptation-findings"} <= page.ids
+    shown = {r["key"]: r["cells"] for r in page.tables["domain-adaptation"]}
+    assert len(shown) == len(table)
+    for rec in table.to_dict("records"):
+        cells = shown["|".join(str(rec[k]) for k in adaptation.KEYS)]
+        assert cells[0] == f"{rec['source']} → {rec['dataset']}" and cells[1] == str(rec["n_target_labels"])
+        for i, r in enumerate(adaptation.RECIPES, start=5):
+            text = "-" if np.isnan(rec[r]) else f"{rec[r]:.3f} [{rec[r + '_ci_low']:.3f}, {rec[r + '_ci_high']:.3f}]"
+            assert cells[i] == text
+    office = shown["office31_amazon|office31_webcam|100|250|64|mobilenet_v2 features"]
+    assert office[6].startswith("0.475 [") and office[7].startswith("0.447 [")  # dann, target_only (as committed)
+    assert shown["mnist|mnist_m|0|1000|32|small CNN"][7] == "-"  # target_only needs N_t > 0
+    findings = adaptation_report["ctx"]["adaptation"]["findings"]
+    assert findings[0].startswith("Without target labels (N_t = 0), DANN's 95 % interval lies wholly above "
+                                  "source-only's on 0 of 10")  # fmt: skip
+    assert "on 4 of 10" in findings[1]
+    toc = adaptation_report["html"].split("</nav>")[0]
+    assert "10. Domain adaptation" in toc and "11. Tables" in toc
+
+
+def test_the_domain_adaptation_section_puts_the_pair_anchors_beside_our_cells(adaptation_report: dict) -> None:
+    """The DANN paper's MNIST -> MNIST-M numbers beside our small-CNN cells at N_t = 0 (32 px, nearest to 28)."""
+    rows = {r["key"]: r["cells"] for r in Page(adaptation_report["html"]).tables["domain-adaptation-anchors"]}
+    assert set(rows) == {"dann-mnist-m", "dann-mnist-m-source-only"}
+    table = adaptation_report["table"].set_index(["source", "dataset", "n_target_labels", "network"])
+    cnn = table.loc[("mnist", "mnist_m", 0, "small CNN")]
+    for key, published, ours in (("dann-mnist-m", 0.7666, cnn["dann"]), ("dann-mnist-m-source-only", 0.5225,
+                                                                         cnn["source_only"])):  # fmt: skip
+        cells = rows[key]
+        assert cells[0] == "mnist → mnist_m" and float(cells[2]) == published
+        assert float(cells[3]) == pytest.approx(ours, abs=5e-4)
+        assert float(cells[4]) == pytest.approx(ours - published, abs=1e-3)
+        assert "32 px" in cells[5] and "N_t=0" in cells[5] and "small CNN" not in cells[5]
+        assert "60,000" in cells[7]  # the protocol difference is stated
+
+
+def test_a_store_without_pair_cells_has_no_domain_adaptation_section(synthetic: dict[str, Any]) -> None:
+    assert synthetic["ctx"]["adaptation"] is None and synthetic["data"].adaptation.empty
+    page = Page(synthetic["html"])
+    assert "domain-adaptation" not in page.ids and "domain-adaptation" not in page.tables
+    toc = synthetic["html"].split("</nav>")[0]
+    assert "Domain adaptation" not in toc and "10. Tables" in toc
+
+
+def test_the_domain_adaptation_figure_draws_the_table() -> None:
+    """One panel per pair x network, points at the table's means; a table without pair rows says why."""
+    table = pd.DataFrame([{"source": "a", "dataset": "b", "n_target_labels": n, "n_images": 100, "image_size": 32,
+                           "network": "small CNN", "source_only": 0.3, "source_only_ci_low": 0.25,
+                           "source_only_ci_high": 0.35, "dann": 0.4 + n / 1000, "dann_ci_low": 0.35,
+                           "dann_ci_high": 0.45 + n / 1000, "target_only": np.nan if n == 0 else 0.2,
+                           "target_only_ci_low": np.nan if n == 0 else 0.15,
+                           "target_only_ci_high": np.nan if n == 0 else 0.25, "source_then_target": np.nan,
+                           "source_then_target_ci_low": np.nan, "source_then_target_ci_high": np.nan}
+                          for n in (0, 50)])  # fmt: skip
+    long = figures.adaptation_long(table)
+    assert len(long) == 5 and set(long["N_t"]) == {0, 50}  # NaN recipes are not drawn
+    fig = figures.domain_adaptation(table)
+    assert _png_size(fig)[0] > 200 and "N_t 50: source_only 0.300, dann 0.450, target_only 0.200" in fig.alt
+    with pytest.raises(figures.NoData):
+        figures.domain_adaptation(table.iloc[0:0])
+
+
+def test_the_adaptation_report_in_headless_chromium(adaptation_report: dict[str, Any]) -> None:
+    seen = open_in_browser(adaptation_report["report"], ARTIFACTS / "report-adaptation-overview.png")
+    check_browser(seen, expected_figures(adaptation_report["data"]))

@@ -72,3 +72,49 @@ def markdown(table: pd.DataFrame) -> str:
             cells.append("-" if pd.isna(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def versus(table: pd.DataFrame, recipe: str, other: str) -> pd.DataFrame:
+    """Each row where both recipes were measured: the difference of means and whether the intervals separate.
+
+    ``verdict`` is ``above`` (``recipe``'s whole interval above ``other``'s), ``below``, or ``overlapping``: a
+    conservative reading of two 95 % intervals, the one the report and the advisor state.
+    """
+    cols = [*KEYS, "difference", "verdict"]
+    both = table.dropna(subset=[recipe, other]) if len(table) else table
+    if both.empty:
+        return pd.DataFrame(columns=cols)
+    above = both[f"{recipe}_ci_low"] > both[f"{other}_ci_high"]
+    below = both[f"{recipe}_ci_high"] < both[f"{other}_ci_low"]
+    verdict = ["above" if a else ("below" if b else "overlapping") for a, b in zip(above, below, strict=True)]
+    return both[list(KEYS)].assign(difference=both[recipe] - both[other], verdict=verdict).reset_index(drop=True)
+
+
+def best_recipe(row: pd.Series) -> str | None:
+    """The recipe with the highest mean on one table row (None when none was measured); a tie goes to the recipe
+    listed first in ``RECIPES`` (the simpler one: source_only before dann)."""
+    means = {r: float(row[r]) for r in RECIPES if pd.notna(row[r])}
+    return max(means, key=lambda r: means[r]) if means else None
+
+
+def findings(table: pd.DataFrame) -> list[str]:
+    """Sentences read off the table: DANN against source-only without and with target labels, and which recipe
+    has the highest mean at each N_t. Empty when the table is."""
+    if table.empty:
+        return []
+    out = []
+    for labelled, words in ((False, "Without target labels (N_t = 0)"), (True, "With target labels (N_t > 0)")):
+        rows = table[(table["n_target_labels"] > 0) == labelled]
+        cmp = versus(rows, "dann", "source_only")
+        if cmp.empty:
+            continue
+        counts = cmp["verdict"].value_counts()
+        higher = int((cmp["difference"] > 0).sum())
+        out.append(f"{words}, DANN's 95 % interval lies wholly above source-only's on {int(counts.get('above', 0))} "
+                   f"of {len(cmp)} pair × network rows and wholly below on {int(counts.get('below', 0))} (its mean "
+                   f"is higher on {higher}); the rest overlap.")  # fmt: skip
+    for n_t, rows in table[table["n_target_labels"] > 0].groupby("n_target_labels"):
+        wins = rows.apply(best_recipe, axis=1).value_counts()
+        listed = ", ".join(f"{name} {int(k)}" for name, k in wins.items())
+        out.append(f"Highest mean at N_t = {int(n_t)} (of {len(rows)} rows): {listed}.")
+    return out
