@@ -390,7 +390,19 @@ def _predict_text(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> int:
-    advisor, *_ = load_fitted(args.results)
+    from advisor.gain import GainModel
+    from advisor.probes import load_probes
+    from advisor.rules import ProbeRules
+
+    advisor, runs, similarity, _ = load_fitted(args.results)
+    probes = load_probes(args.results)
+    if probes is not None:
+        rules = ProbeRules().fit(GainModel().fit(runs, similarity, probes))
+        print(rules.text())
+        print("Their leave-one-dataset-out regret, beside the advisor's and every constant's: advisor evaluate (row "
+              "'rules (distilled from the probe advisor)').")  # fmt: skip
+        print()
+        print("Without measuring your images (traits only):")
     print(advisor.rules_text())
     return 0
 

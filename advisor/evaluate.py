@@ -43,6 +43,7 @@ import pandas as pd
 from advisor.data import AdvisorError, base_groups, prepare
 from advisor.model import NO_BACKBONE, Advisor
 from advisor.relative import gaps_with_scales, similarity_groups
+from advisor.rules import ProbeRules
 from advisor.textbook import textbook_rule
 
 COLUMNS = ["group", "dataset", "domain", "n_images", "image_size", "gap", "n_options", "best_strategy",
@@ -107,13 +108,14 @@ def evaluate_methods(
         train_probes = held_probes = None
         if probe_groups is not None:
             train_probes, held_probes = probes[probe_groups != group], probes[probe_groups == group]
-        fitted_gain = None
+        fitted_gain = rules = None
         if gain is not None and train_probes is not None:
             fitted_gain = clone(gain).fit(train, train_similarity, train_probes)
+            rules = ProbeRules().fit(fitted_gain)
         for key, cell in held.groupby(["dataset", "n_images", "image_size"], sort=True):
             record = _score_cell(fitted, group, key, cell)
             cell_probes = None if held_probes is None else _cell_probes(held_probes, key)
-            picks += _method_picks(fitted, fitted_gain, record, cell, options, cell_probes)
+            picks += _method_picks(fitted, fitted_gain, record, cell, options, cell_probes, rules)
             records.append(record)
     table = pd.DataFrame.from_records(records, columns=COLUMNS)
     table = pd.concat([table, _summary(table)], ignore_index=True)
@@ -127,6 +129,7 @@ PICK_COLUMNS = ["group", "dataset", "n_images", "image_size", "method", "kind", 
                 "options_covered", "extrapolated"]  # fmt: skip
 ADVISOR, ADVISOR_PROBES, TEXTBOOK, BEST_PROBE, LOGME_FT = (
     "advisor (traits)", "advisor (probes + gains)", "textbook 2x2", "best probe", "LogME pick + full fine-tune")
+RULES = "rules (distilled from the probe advisor)"
 HINDSIGHT = "best constant (hindsight)"
 """Not a method: the constant with the lowest mean regret on the evaluated cells themselves."""
 
@@ -147,7 +150,8 @@ def _cell_probes(probes: pd.DataFrame, key: tuple[Any, ...]) -> pd.DataFrame | N
 
 
 def _method_picks(advisor: Advisor, gain: Any, record: dict[str, Any], cell: pd.DataFrame,
-                  options: list[tuple[str, str]], probes: pd.DataFrame | None) -> list[dict[str, Any]]:  # fmt: skip
+                  options: list[tuple[str, str]], probes: pd.DataFrame | None,
+                  rules: ProbeRules | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Every method's pick in one held-out cell, scored against the cell's best measured option."""
     from advisor.baselines import best_probe_pick, logme_pick, measured_fallback
 
@@ -197,6 +201,11 @@ def _method_picks(advisor: Advisor, gain: Any, record: dict[str, Any], cell: pd.
             extrapolated = bool(predicted.loc[pick, "extrapolated"]) if pick else None
             out.append(row(ADVISOR_PROBES, "advisor", pick, lo, hi, float(np.mean(inside)) if inside else math.nan,
                            extrapolated))  # fmt: skip
+        if rules is not None:
+            traits = _cell_traits(advisor, record, cell)
+            strategy = rules.strategy(traits["n_images"], float(probes["linear_probe_accuracy"].max()),
+                                      traits["n_classes"], traits["gap"], gain.defaults_)  # fmt: skip
+            out.append(row(RULES, "advisor", rules.pick(strategy, probes, pool)))
     return out
 
 

@@ -40,10 +40,44 @@ from study.engine.store import NO_BACKBONE
 
 TRAITS = ["log2_n", "log2_classes", "gap"]
 GAIN_FEATURES = [*TRAITS, "best_probe", "probe_vs_best", "logme_vs_best"]
+POOLED_FEATURES = [*TRAITS, "t_probe", "t_deficit", "logme_vs_best"]
+"""Features of a strategy's model pooled over backbones: the traits, this backbone's probe and how far it is below
+the best backbone's (both on the model's scale), and its LogME relative to the best (plus one indicator per backbone).
+"""
+FREE_FEATURES = [*TRAITS, "t_best"]
 CELL = ["dataset", "n_images", "image_size"]
 FROZEN = 3
 ALPHAS = (100.0, 10.0, 1.0)
 """Candidate ridge penalties, simplest (strongest) first."""
+VARIANTS: dict[str, tuple[str, str]] = {
+    "option-linear": ("option", "linear"),
+    "strategy-linear": ("strategy", "linear"),
+    "strategy-logit": ("strategy", "logit"),
+}
+"""The model forms ``variant="auto"`` chooses among (pooling, scale), simplest first:
+
+- ``option``: one regression per (strategy, backbone) of accuracy - best probe (the first form);
+- ``strategy``: one regression per strategy, pooled over backbones, of accuracy - *this backbone's* probe, with the
+  backbone's probe deficit and indicator as features: five times the cells per model, and the backbone choice of a
+  trained strategy follows its probe;
+- ``linear`` / ``logit``: gains in accuracy, or in log-odds (a gain shrinks as the probe nears 100 %, where a
+  linear gain would overshoot).
+"""
+EPS = 0.005
+
+
+def logit(p: Any) -> Any:
+    """Log-odds of accuracies, clipped to [EPS, 1 - EPS] (a probe of 100 % must stay finite)."""
+    q = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
+    return np.log(q / (1 - q))
+
+
+def expit(x: Any) -> Any:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=float)))
+
+
+_SCALES = {"linear": (lambda p: np.asarray(p, dtype=float), lambda x: np.asarray(x, dtype=float)),
+           "logit": (logit, expit)}  # fmt: skip
 
 
 def _frozen(strategy: str) -> bool:
@@ -66,12 +100,18 @@ class GainModel(BaseEstimator):
         Stated coverage of the intervals (0.8 = the 10th to 90th percentile of held-out residuals).
     min_cells : int
         Fewest training cells an option needs to be modelled.
+    variant : str
+        One of ``VARIANTS``, or ``"auto"`` (default): chosen by the same nested inner leave-one-dataset-out as
+        ``alpha="auto"`` (held-out pick regret, one-standard-error rule, simplest form first); ``variant_`` and
+        ``selection_`` say what won and why.
     """
 
-    def __init__(self, alpha: float | str = 1.0, interval: float = 0.8, min_cells: int = 6) -> None:
+    def __init__(self, alpha: float | str = 1.0, interval: float = 0.8, min_cells: int = 6,
+                 variant: str = "auto") -> None:  # fmt: skip
         self.alpha = alpha
         self.interval = interval
         self.min_cells = min_cells
+        self.variant = variant
 
     # -- fitting -----------------------------------------------------------------------------------------------
 
@@ -86,11 +126,15 @@ class GainModel(BaseEstimator):
             raise AdvisorError("no study cell has both runs and probes; run advisor probes --results SOURCE")
         self.defaults_ = {"gap": float(table["gap"].median()) if table["gap"].notna().any() else 1.0,
                           "log2_classes": float(table["log2_classes"].median())}  # fmt: skip
-        candidates = ALPHAS if self.alpha == "auto" else (float(self.alpha),)
-        inner = {a: self._inner(table, a) for a in candidates}
-        self.alpha_, self.selection_ = _one_se(inner) if len(candidates) > 1 else (candidates[0], {})
-        self._fit_models(table, self.alpha_)
-        self.residuals_ = inner[self.alpha_][0]
+        if self.variant != "auto" and self.variant not in VARIANTS:
+            raise AdvisorError(f"unknown gain-model variant {self.variant!r}; known: auto, {', '.join(VARIANTS)}")
+        alphas = ALPHAS if self.alpha == "auto" else (float(self.alpha),)
+        variants = tuple(VARIANTS) if self.variant == "auto" else (self.variant,)
+        candidates = [(v, a) for v in variants for a in alphas]
+        inner = {c: self._inner(table, *c) for c in candidates}
+        (self.variant_, self.alpha_), self.selection_ = _one_se(inner) if len(candidates) > 1 else (candidates[0], {})
+        self._fit_models(table, self.variant_, self.alpha_)
+        self.residuals_ = inner[(self.variant_, self.alpha_)][0]
         lo, hi = (1 - self.interval) / 2, 1 - (1 - self.interval) / 2
         self.bounds_: dict[bool, tuple[float, float]] = {}
         for frozen in (True, False):
@@ -100,29 +144,59 @@ class GainModel(BaseEstimator):
             self.bounds_[frozen] = (float(r.quantile(lo)), float(r.quantile(hi))) if len(r) else (-0.1, 0.1)
         self.n_ranges_ = table.groupby(["strategy", "backbone"])["n_images"].agg(["min", "max"]).to_dict("index")
         self.n_cells_ = int(table[CELL].drop_duplicates().shape[0])
+        self.table_ = table  # what the rules (advisor.rules) are distilled from
         return self
 
-    def _fit_models(self, table: pd.DataFrame, alpha: float) -> None:
+    def _fit_models(self, table: pd.DataFrame, variant: str, alpha: float) -> None:
+        self.pooling_, self.scale_ = VARIANTS[variant]
+        self.backbones_ = sorted(b for b in table["backbone"].unique() if b != NO_BACKBONE)
+        table = self._scaled(table)
         self.models_: dict[Any, Any] = {}
         for strategy, rows in table[table["frozen"]].groupby("strategy"):
             if rows[CELL].drop_duplicates().shape[0] >= self.min_cells:
-                self.models_[strategy] = _Linear(rows[TRAITS], rows["accuracy"] - rows["probe"], alpha)
-        for option, rows in table[~table["frozen"]].groupby(["strategy", "backbone"]):
-            if len(rows) >= self.min_cells:
-                self.models_[option] = _Linear(rows[GAIN_FEATURES], rows["accuracy"] - rows["best_probe"], alpha)
+                self.models_[strategy] = _Linear(rows[TRAITS], rows["t_acc"] - rows["t_probe"], alpha)
+        trained = table[~table["frozen"]]
+        if self.pooling_ == "option":
+            for option, rows in trained.groupby(["strategy", "backbone"]):
+                if len(rows) >= self.min_cells:
+                    self.models_[option] = _Linear(rows[GAIN_FEATURES], rows["t_acc"] - rows["t_best"], alpha)
+        else:
+            for strategy, rows in trained.groupby("strategy"):
+                if rows[CELL].drop_duplicates().shape[0] < self.min_cells:
+                    continue
+                if (rows["backbone"] == NO_BACKBONE).all():
+                    self.models_[strategy] = _Linear(rows[FREE_FEATURES], rows["t_acc"] - rows["t_best"], alpha)
+                else:
+                    self.models_[strategy] = _Linear(self._pooled_x(rows), rows["t_acc"] - rows["t_probe"], alpha)
         self.options_ = sorted({(s, b) for s, b in zip(table["strategy"], table["backbone"], strict=True)
-                                if (s if _frozen(s) else (s, b)) in self.models_})  # fmt: skip
+                                if self._model_key(s, b) in self.models_})  # fmt: skip
 
-    def _inner(self, table: pd.DataFrame, alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def _model_key(self, strategy: str, backbone: str) -> Any:
+        return strategy if _frozen(strategy) or self.pooling_ == "strategy" else (strategy, backbone)
+
+    def _scaled(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` plus the probes (and accuracy, when known) on the model's scale."""
+        to = _SCALES[self.scale_][0]
+        out = rows.assign(t_probe=to(rows["probe"]), t_best=to(rows["best_probe"]))
+        out["t_deficit"] = out["t_best"] - out["t_probe"]
+        if "accuracy" in out:
+            out["t_acc"] = to(out["accuracy"])
+        return out
+
+    def _pooled_x(self, rows: pd.DataFrame) -> np.ndarray:
+        indicators = np.stack([(rows["backbone"] == b).to_numpy(float) for b in self.backbones_], axis=1)
+        return np.hstack([rows[POOLED_FEATURES].to_numpy(float), indicators])
+
+    def _inner(self, table: pd.DataFrame, variant: str, alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(held-out residuals, held-out cells' pick regret) of a leave-one-dataset-out inside the training data."""
         residuals, regrets = [], []
         groups = sorted(table["group"].unique())
         if len(groups) < 3:
             return pd.DataFrame(columns=["frozen", "residual"]), pd.DataFrame(columns=["group", "regret"])
         for group in groups:
-            inner = GainModel(alpha, self.interval, self.min_cells)
+            inner = GainModel(alpha, self.interval, self.min_cells, variant)
             inner.defaults_ = self.defaults_
-            inner._fit_models(table[table["group"] != group], alpha)
+            inner._fit_models(table[table["group"] != group], variant, alpha)
             held = table[table["group"] == group]
             held = held.assign(pred=inner._predict_rows(held))
             ok = held.dropna(subset=["pred"])
@@ -137,13 +211,22 @@ class GainModel(BaseEstimator):
     def _predict_rows(self, rows: pd.DataFrame) -> pd.Series:
         """Expected accuracy of rows of a cell table (NaN for an option without a model)."""
         out = np.full(len(rows), np.nan)
-        traits, gains = rows[TRAITS].to_numpy(float), rows[GAIN_FEATURES].to_numpy(float)
-        probe, best = rows["probe"].to_numpy(float), rows["best_probe"].to_numpy(float)
-        for key, at in rows.groupby(["strategy", "backbone"]).indices.items():
-            frozen = _frozen(key[0])
-            model = self.models_.get(key[0] if frozen else key)
-            if model is not None:
-                out[at] = (probe[at] + model.predict(traits[at])) if frozen else (best[at] + model.predict(gains[at]))
+        rows = self._scaled(rows.drop(columns=["accuracy"], errors="ignore"))
+        back = _SCALES[self.scale_][1]
+        for (strategy, backbone), at in rows.groupby(["strategy", "backbone"]).indices.items():
+            model = self.models_.get(self._model_key(strategy, backbone))
+            if model is None:
+                continue
+            part = rows.iloc[at]
+            if _frozen(strategy):
+                t = part["t_probe"].to_numpy() + model.predict(part[TRAITS].to_numpy(float))
+            elif self.pooling_ == "option":
+                t = part["t_best"].to_numpy() + model.predict(part[GAIN_FEATURES].to_numpy(float))
+            elif backbone == NO_BACKBONE:
+                t = part["t_best"].to_numpy() + model.predict(part[FREE_FEATURES].to_numpy(float))
+            else:
+                t = part["t_probe"].to_numpy() + model.predict(self._pooled_x(part))
+            out[at] = back(t)
         return pd.Series(out, index=rows.index)
 
     def predict(self, traits: dict[str, Any], probes: pd.DataFrame) -> pd.DataFrame:
@@ -192,24 +275,33 @@ class GainModel(BaseEstimator):
         """Per model: the ridge coefficients in accuracy (fraction) per standard deviation of each feature."""
         rows = []
         for key, model in self.models_.items():
-            names = TRAITS if isinstance(key, str) else GAIN_FEATURES
+            if isinstance(key, tuple):
+                names = GAIN_FEATURES
+            elif _frozen(key):
+                names = TRAITS
+            elif len(model.coef) == len(FREE_FEATURES):
+                names = FREE_FEATURES
+            else:
+                names = [*POOLED_FEATURES, *(f"is_{b}" for b in self.backbones_)]
             rows.append({"option": key if isinstance(key, str) else "/".join(key), "intercept": model.intercept,
                          **dict(zip(names, model.coef, strict=True))})  # fmt: skip
         return pd.DataFrame(rows)
 
 
-def _one_se(inner: dict[float, tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[float, dict[str, Any]]:
-    """The first (simplest) alpha whose inner mean regret is within one standard error (over held-out datasets)
+def _one_se(inner: dict[Any, tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[Any, dict[str, Any]]:
+    """The first (simplest) candidate whose inner mean regret is within one standard error (over held-out datasets)
     of the best one's."""
     stats = {}
     for alpha, (_, regrets) in inner.items():
         per_group = regrets.groupby("group")["regret"].mean() if len(regrets) else pd.Series(dtype=float)
         se = float(per_group.std(ddof=1) / math.sqrt(len(per_group))) if len(per_group) > 1 else 0.0
         stats[alpha] = {"inner_regret": float(regrets["regret"].mean()) if len(regrets) else math.inf, "se": se}
+        if isinstance(alpha, tuple):
+            stats[alpha]["candidate"] = "/".join(map(str, alpha))
     best = min(stats, key=lambda a: stats[a]["inner_regret"])
     limit = stats[best]["inner_regret"] + stats[best]["se"]
     chosen = next(a for a in inner if stats[a]["inner_regret"] <= limit)
-    return chosen, {"rule": "1se", "candidates": stats}
+    return chosen, {"rule": "1se", "candidates": list(stats.values())}
 
 
 class _Linear:

@@ -18,6 +18,7 @@ import pytest
 
 from advisor import Advisor
 from advisor.baselines import best_probe_pick, logme_pick, measured_fallback
+from advisor.data import AdvisorError
 from advisor.evaluate import ADVISOR_PROBES, BEST_PROBE, HINDSIGHT, LOGME_FT, TEXTBOOK, evaluate_methods, method_summary
 from advisor.gain import GainModel
 from study.analysis.tables import flatten
@@ -174,7 +175,8 @@ def test_gain_model_marks_sizes_never_measured_as_extrapolated(study):
     assert table["extrapolated"].is_monotonic_increasing  # never ranked before a measured option
     frozen = table[table["strategy"] == "linear_probe"]
     assert list(frozen["backbone"]) == ["bb_a", "bb_b"]  # frozen options ranked by their measured probe
-    assert set(model.coefficients()["option"]) >= {"linear_probe", "full_fine_tune/bb_a"}
+    ft_key = "full_fine_tune" if model.pooling_ == "strategy" else "full_fine_tune/bb_a"
+    assert set(model.coefficients()["option"]) >= {"linear_probe", ft_key}
 
 
 def test_held_out_results_never_reach_the_gain_model(study, evaluated):
@@ -282,10 +284,24 @@ def test_probe_scores_are_cached_by_everything_they_depend_on(tmp_path):
 def test_auto_alpha_is_chosen_by_inner_leave_one_dataset_out(study):
     from advisor.gain import ALPHAS
 
-    model = GainModel(alpha="auto").fit(*study)
-    assert model.alpha_ in ALPHAS and set(model.selection_["candidates"]) == set(ALPHAS)
-    fixed = GainModel(alpha=10.0).fit(*study)
-    assert fixed.alpha_ == 10.0 and fixed.selection_ == {}
+    model = GainModel(alpha="auto", variant="option-linear").fit(*study)
+    assert model.alpha_ in ALPHAS and {c["candidate"] for c in model.selection_["candidates"]} == {
+        f"option-linear/{a}" for a in ALPHAS}
+    fixed = GainModel(alpha=10.0, variant="strategy-logit").fit(*study)
+    assert fixed.alpha_ == 10.0 and fixed.selection_ == {} and fixed.variant_ == "strategy-logit"
+
+
+def test_variant_is_chosen_by_inner_leave_one_dataset_out(study):
+    from advisor.gain import VARIANTS
+
+    model = GainModel().fit(*study)
+    assert model.variant_ in VARIANTS
+    regrets = {c["candidate"]: c["inner_regret"] for c in model.selection_["candidates"]}
+    assert set(regrets) == {f"{v}/1.0" for v in VARIANTS}
+    best = min(regrets.values())
+    assert regrets[f"{model.variant_}/1.0"] <= best + max(c["se"] for c in model.selection_["candidates"])
+    with pytest.raises(AdvisorError, match="unknown gain-model variant"):
+        GainModel(variant="deep").fit(*study)
 
 
 
@@ -312,3 +328,20 @@ def test_cli_evaluate_and_probes(tmp_path, capsys):
     assert any(name.startswith(HINDSIGHT) for name in methods)
     code, _, err = run_advisor("probes", "--results", "sqlite:///nowhere.db")
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+def test_rules_distil_the_probe_advisor_into_a_size_threshold(study, evaluated):
+    from advisor.evaluate import RULES
+    from advisor.rules import ProbeRules
+
+    rules = ProbeRules().fit(GainModel().fit(*study))
+    assert rules.fidelity_ >= 0.9
+    # the truth: the linear probe wins below ~320 images, full fine-tuning above (tests' constructed study)
+    by_strategy = {r["strategy"]: r["conditions"] for r in rules.rules_}
+    assert set(by_strategy) == {"linear_probe", "full_fine_tune"}
+    assert 150 <= by_strategy["linear_probe"]["n_images"][1] < 500
+    assert 150 <= by_strategy["full_fine_tune"]["n_images"][0] < 500
+    text = rules.text()
+    assert "if n <= " in text and "full_fine_tune on the backbone with the best probe" in text
+    scored = evaluated[1][evaluated[1]["method"] == RULES].dropna(subset=["regret"])
+    assert len(scored) == 30 and scored["regret"].mean() < 0.01  # refitted per held-out dataset, then scored
