@@ -1,9 +1,10 @@
 """``advisor train`` and ``advisor predict`` on text: the advised text strategy trained with the study's code, exported.
 
 Input: a ``text,label`` CSV or a folder of class sub-folders of ``.txt`` files (``advisor.text.read_texts``). The texts
-are written to a temporary CSV (outside ``--data-dir``), registered as a text dataset (``register_text_csv``: a fixed
-stratified 20 % test split) and trained as one study cell (``CellRunner.train``: the same split, tuning budget,
-degenerate-model retries and metrics as every text cell of the study). The output folder holds:
+are written to a temporary CSV (outside ``--data-dir``), registered as a text dataset
+(``advisor.text.registered_texts``: a fixed stratified 20 % test split, the one the advisor's text probes leave out)
+and trained as one study cell (``CellRunner.train``: the same split, tuning budget, degenerate-model retries and
+metrics as every text cell of the study). The output folder holds:
 
 - ``model.keras``: **token ids in** (``{"token_ids", "padding_mask"}``, int32, ``(texts, length)``), class
   probabilities out; MiniLM's layers are registered Keras layers (``study.zoo.text.layers``);
@@ -31,25 +32,15 @@ import numpy as np
 
 from advisor.data import AdvisorError, as_json
 from advisor.deploy import MARKER, TRAIN_GRID, TrainOutcome, _check_out, _replace_folder, _umask, load_labels
+from advisor.text import text_results
 from study import __version__
-from study.errors import StudyError
 
-REPO = Path(__file__).resolve().parents[1]
-TEXT_RESULTS = REPO / "results" / "text"
-"""Where text advice comes from when ``--results`` is not given: the committed text grid (the reference has none)."""
 DEFAULT_MAX_LENGTH = 128
 """Token budget of an exported text model: the text grid's, so the advice's numbers apply."""
 NOT_EXPORTED = {"text_tfidf_logreg": "its TF-IDF vectoriser is scikit-learn, not a Keras model"}
 """Text strategies ``advisor train`` cannot export, and why."""
 MIN_PER_CLASS = 3
 """Texts per class needed for a training, a validation and a test text."""
-
-
-def text_results(results: str | None) -> str | None:
-    """``--results``, or the committed text grid when it is not given and exists (else the advisor's default)."""
-    if results is None and (TEXT_RESULTS / "runs.parquet").is_file():
-        return str(TEXT_RESULTS)
-    return results
 
 
 def _check_strategy(name: str) -> None:
@@ -85,13 +76,6 @@ def _advised(results: str | None, n: int, say: Callable[[str], None]) -> tuple[s
     return usable[0]["strategy"], ranked
 
 
-def _write_csv(texts: Sequence[str], labels: Sequence[str], path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
-        writer.writerows(zip(texts, labels, strict=True))
-
-
 def _check_int(flag: str, value: int, low: int, high: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         allowed = f"between {low} and {high}" if high is not None else f"of at least {low}"
@@ -113,11 +97,8 @@ def train_text(
     warn: Callable[[str], None] | None = None,
 ) -> TrainOutcome:
     """Train the advised (or given) text strategy on a CSV / text folder and write the exported model to ``out``."""
-    from advisor.text import read_texts
+    from advisor.text import read_texts, registered_texts
     from study import config
-    from study.data import catalog as study_data
-    from study.data.datasets import unregister_dataset
-    from study.data.text import register_text_csv
     from study.engine.cell import CellRunner
     from study.engine.grid import MAX_SEED, Cell
     from study.zoo.text import get_text_encoder
@@ -142,25 +123,15 @@ def train_text(
     chosen = strategy
     if chosen is None:
         chosen, ranked = _advised(results, len(texts), say)
-    name = f"advisor_text_{abs(hash(str(src))) % 10**8}"
-    with tempfile.TemporaryDirectory(prefix="advisor-text-") as tmp_csv:
-        csv_path = Path(tmp_csv) / f"{name}.csv"
-        _write_csv(texts, labels, csv_path)
-        try:
-            register_text_csv(name, csv_path, seed=seed)
-            loaded = study_data.load(name, max_length, config.data_dirs(), config.cache_dir(), allow_download=False)
-            n_pool, n_test = len(loaded.pool), len(loaded.test)
-            say(f"training {chosen} on {n_pool} texts ({n_test} held out for test), {max_length} tokens, "
-                f"{trials} tuning trial(s)")  # fmt: skip
-            cell = Cell(dataset=name, n_images=n_pool, strategy=chosen, backbone=None, image_size=max_length,
-                        seed=seed, epochs=epochs, trials=trials, augment=False, max_test=max(1, n_test),
-                        grid=TRAIN_GRID, retries=1)  # fmt: skip
-            runner = CellRunner(config.cache_dir(), config.data_dirs(), config.weights_dirs())
-            trained = runner.train(cell)
-        except StudyError as error:
-            raise AdvisorError(str(error)) from None
-        finally:
-            unregister_dataset(name)
+    with registered_texts(texts, labels, src, max_length, seed) as loaded:  # the split the probes also use
+        n_pool, n_test = len(loaded.pool), len(loaded.test)
+        say(f"training {chosen} on {n_pool} texts ({n_test} held out for test), {max_length} tokens, "
+            f"{trials} tuning trial(s)")  # fmt: skip
+        cell = Cell(dataset=loaded.name, n_images=n_pool, strategy=chosen, backbone=None, image_size=max_length,
+                    seed=seed, epochs=epochs, trials=trials, augment=False, max_test=max(1, n_test), grid=TRAIN_GRID,
+                    retries=1)  # fmt: skip
+        runner = CellRunner(config.cache_dir(), config.data_dirs(), config.weights_dirs())
+        trained = runner.train(cell)
     export = trained.result.export_model
     model = export() if export is not None else None
     if model is None:

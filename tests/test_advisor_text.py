@@ -54,3 +54,20 @@ def test_bad_text_input_is_one_line(tmp_path, capsys, content, message):
     assert main(["recommend", "--data-dir", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_the_users_linear_probe_anchors_the_ranking():
+    """text_linear_probe expects the user's probe; the others the probe plus their paired gain over it in the runs."""
+    from advisor.text import with_probe
+
+    runs = _runs([
+        ("sst2", "text_linear_probe", 50, 0.80), ("trec", "text_linear_probe", 50, 0.60),
+        ("sst2", "text_tfidf_logreg", 50, 0.60), ("trec", "text_tfidf_logreg", 50, 0.50),
+        ("sst2", "text_full_fine_tune", 50, 0.85), ("trec", "text_full_fine_tune", 50, 0.75),
+    ])  # fmt: skip
+    ranked = with_probe(rank_text_strategies(runs, 50), runs, 0.40)
+    assert [o["strategy"] for o in ranked] == ["text_full_fine_tune", "text_linear_probe", "text_tfidf_logreg"]
+    expected = {o["strategy"]: o["accuracy"] for o in ranked}
+    assert expected == pytest.approx({"text_full_fine_tune": 0.50, "text_linear_probe": 0.40,
+                                      "text_tfidf_logreg": 0.25})  # fmt: skip
+    assert ranked[0]["study_accuracy"] == pytest.approx(0.80) and ranked[0]["datasets_paired"] == 2
