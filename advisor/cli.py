@@ -210,6 +210,12 @@ def _recommend(args: argparse.Namespace) -> int:
             out["note"] = SHARPER
         print(json.dumps(out, indent=2))
         return 0
+    if probe_advice is not None:  # measured on the user's images: this ranking leads (advisor evaluate: why)
+        print(format_probes(probes, probe_advice))
+        print()
+        print("Without the probes, from the traits alone (the first advisor):")
+        print(format_recommendation(rec, measured))
+        return 0
     print(format_recommendation(rec, measured))
     if probes is not None:
         print()
@@ -226,22 +232,13 @@ SHARPER = ("measuring your images (--data-dir FOLDER) would sharpen this advice:
 def _probe_advice(args: argparse.Namespace, folder: Any, advisor: Any, runs: Any, similarity: Any,
                   values: dict[str, Any]) -> tuple[Any, Any]:  # fmt: skip
     """The folder's probes per backbone, and the gain model's ranking when the results carry cell probes."""
-    from advisor.gain import GainModel
-    from advisor.probes import folder_probes, load_probes
-    from study.engine.store import NO_BACKBONE
+    from advisor.probes import probe_ranking
 
-    backbones = [b for b in advisor.backbones_ if b != NO_BACKBONE]
-    if args.backbone:
-        backbones = [b for b in backbones if b == args.backbone]
-    size = args.image_size or advisor.default_size_
-    probes = folder_probes(folder, backbones, size, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
-    study_probes = load_probes(args.results)
-    if study_probes is None:
-        print("note: these results carry no cell probes (advisor probes --results SOURCE writes them): the ranking "
-              "below rests on the traits; the probes are shown for reference", file=sys.stderr)  # fmt: skip
-        return probes, None
-    gain = GainModel().fit(runs, similarity, study_probes)
-    return probes, gain.predict(values, probes)
+    def warn(message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    return probe_ranking(folder, advisor, runs, similarity, values, args.results, backbone=args.backbone,
+                         image_size=args.image_size, warn=warn)  # fmt: skip
 
 
 def format_probes(probes: Any, advice: Any) -> str:
@@ -254,7 +251,7 @@ def format_probes(probes: Any, advice: Any) -> str:
                      f"{r.extract_seconds:.1f} + {r.probe_seconds:.1f}")  # fmt: skip
     if advice is None:
         return "\n".join(lines)
-    lines += ["", "Advice from your probes and the study's gains over the best probe (80 % intervals from held-out "
+    lines += ["", "Recommendation from your probes and the study's gains over them (80 % intervals from held-out "
               "datasets):"]  # fmt: skip
     for i, r in enumerate(advice.head(TOP_SHOWN).itertuples(index=False), 1):
         flag = "  EXTRAPOLATED: never measured at this n" if r.extrapolated else ""

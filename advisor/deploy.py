@@ -211,7 +211,7 @@ def train(
     # counts, classes and enough images per class for train/validation/test: fast, no TensorFlow
     measured = measure(root, domain_label, measure_gap=False)
 
-    advisor, *_ = load_fitted(results)
+    advisor, runs, similarity, _ = load_fitted(results)
     advisor._check_domain(domain_label)
     if domain is None:
         say("note: no --domain given: the advice rests on the measured domain gap")
@@ -231,7 +231,24 @@ def train(
         rec = advisor.recommend(Traits(n_images=n_pool, domain=domain_label, n_classes=measured["n_classes"],
                                        image_size=image_size, gap=measured["gap"], imbalance=measured["imbalance"],
                                        backbone=advised))  # fmt: skip
-        chosen_strategy, chosen_backbone, option = _choose(rec, strategy, backbone)
+        probe_pick = None
+        if strategy is None and backbone is None:  # the ranking advisor recommend --data-dir leads with
+            from advisor.probes import probe_ranking
+
+            say("probing the frozen backbones on your training images")
+            traits = {"n_images": n_pool, "n_classes": measured["n_classes"], "gap": measured["gap"]}
+            _, ranking = probe_ranking(root, advisor, runs, similarity, traits, results, image_size=image_size,
+                                       warn=warn, progress=False, ranking_only=True)  # fmt: skip
+            measured_n = ranking[~ranking["extrapolated"]] if ranking is not None else None
+            if measured_n is not None and len(measured_n):
+                top = measured_n.iloc[0]
+                probe_pick = {"strategy": str(top["strategy"]), "backbone": str(top["backbone"]),
+                              "expected_accuracy": float(top["accuracy"]), "low": float(top["low"]),
+                              "high": float(top["high"])}  # fmt: skip
+                say(f"the probe-based advisor ranks {probe_pick['strategy']} / {probe_pick['backbone']} first "
+                    f"(expected {probe_pick['expected_accuracy']:.3f})")  # fmt: skip
+        chosen_strategy, chosen_backbone, option = _choose(
+            rec, probe_pick["strategy"] if probe_pick else strategy, probe_pick["backbone"] if probe_pick else backbone)
         size = int(image_size or rec.traits["image_size"])
         uses_backbone = get_strategy(chosen_strategy).uses_backbone
         spec = get_backbone(chosen_backbone if uses_backbone else FALLBACK_BACKBONE)
@@ -300,6 +317,7 @@ def train(
                 "recommendation": _recommendation(rec, option, chosen_strategy, chosen_backbone,
                                                   {"strategy": strategy, "backbone": backbone,
                                                    "image_size": image_size}),
+                "probe_advice": probe_pick,  # the probe-based advisor's first choice (None without cell probes)
                 "data_dir": str(root),
                 "cell_key": cell.key,
                 "provenance": row["provenance"],
