@@ -406,7 +406,7 @@ def _rules(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from advisor.data import load_results
-    from advisor.evaluate import evaluate_methods, method_summary, same_cells, summary
+    from advisor.evaluate import evaluate_methods, method_summary, noise_floor, same_cells, summary
     from advisor.gain import GainModel
     from advisor.probes import load_probes
 
@@ -414,6 +414,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     probes = _read_probes(args.probes) if args.probes else load_probes(args.results)
     table, picks = evaluate_methods(runs, similarity, probes=probes, gain=GainModel() if probes is not None else None)
     s = summary(table)
+    s["noise_floor"] = noise_floor(runs, similarity)
     methods = method_summary(picks)
     common = method_summary(same_cells(picks)) if probes is not None else None
     if args.json:
@@ -427,6 +428,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(format_methods(common, True, f"the {int(common['cells'].max())} held-out cells with probes"))
         print()
     print(format_methods(methods, probes is not None, "every held-out cell"))
+    floor = s["noise_floor"]
+    print(f"Noise floor: the option that won on one seed, scored on the other seed, loses {floor['regret_points']:.2f} "
+          f"points on average ({floor['cells']} cells): measurement noise among close options, not advice.")
     print()
     print(format_evaluation(table, s))
     return 0

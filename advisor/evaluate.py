@@ -237,6 +237,25 @@ def with_hindsight(picks: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([picks, best], ignore_index=True)
 
 
+def noise_floor(runs: pd.DataFrame, similarity: pd.DataFrame | None = None) -> dict[str, float]:
+    """How much regret the measurement noise alone causes: in every cell with two seeds, the option that won on one
+    seed, scored on the other seed against that seed's best (both ways, averaged).
+
+    An oracle that knew one seed's outcome exactly still pays this, in accuracy points: it is what "best measured"
+    owes to noise among many close options (the winner's curse), the floor no advisor can go under on single-seed
+    scoring (on two-seed means the noise is about 1/sqrt(2) of it).
+    """
+    frame = prepare(runs, similarity)
+    regrets = []
+    for _, cell in frame.groupby(["dataset", "n_images", "image_size"]):
+        wide = cell.pivot_table(index=["strategy", "backbone"], columns="seed", values="accuracy").dropna()
+        if wide.shape[1] < 2 or len(wide) < 2:
+            continue
+        a, b = wide.iloc[:, 0], wide.iloc[:, 1]
+        regrets.append((float(b.max() - b[a.idxmax()]) + float(a.max() - a[b.idxmax()])) / 2)
+    return {"cells": len(regrets), "regret_points": 100 * float(np.mean(regrets)) if regrets else math.nan}
+
+
 def method_summary(picks: pd.DataFrame) -> pd.DataFrame:
     """Per method: cells scored, regret in accuracy points (mean, median, max), top-1 agreement (option and
     strategy) and interval coverage (of the pick, and of every measured option in the cell), best first."""

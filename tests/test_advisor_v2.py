@@ -345,3 +345,12 @@ def test_rules_distil_the_probe_advisor_into_a_size_threshold(study, evaluated):
     assert "if n <= " in text and "full_fine_tune on the backbone with the best probe" in text
     scored = evaluated[1][evaluated[1]["method"] == RULES].dropna(subset=["regret"])
     assert len(scored) == 30 and scored["regret"].mean() < 0.01  # refitted per held-out dataset, then scored
+
+
+def test_noise_floor_is_zero_without_noise_and_grows_with_it():
+    from advisor.evaluate import noise_floor
+
+    exact = noise_floor(*constructed(noise=0.0)[:2])
+    assert exact["cells"] == 30 and exact["regret_points"] == 0.0
+    noisy = noise_floor(*constructed(noise=0.05)[:2])
+    assert noisy["regret_points"] > 1.0
