@@ -197,8 +197,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## Domain gap vs gain of transfer ({args.backbone})\n")
         print(corr)
     print_backbones(frame)
+    print_resolution(frame)
     print_domain_adaptation(frame)
     return 0
+
+
+def print_resolution(frame: pd.DataFrame) -> None:
+    """The resolution slice (#21): options measured at two input sizes, and whether the best pick agrees."""
+    from study.analysis import resolution
+
+    table = resolution.resolution_table(frame)
+    if table.empty:
+        return
+    print("\n## Resolution: the same options at two input sizes (difference = larger - smaller, 95 % CI)\n")
+    print(_md(table))
+    print("\n## Resolution: does the best option at the smaller size stay best at the larger one?\n")
+    print(_md(resolution.agreement(table)))
+    print(f"\n{resolution.summary(table)}")
 
 
 def print_domain_adaptation(frame: pd.DataFrame) -> None:
