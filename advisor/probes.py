@@ -186,9 +186,10 @@ def load_probes(source: str | Path | None) -> pd.DataFrame | None:
 
 def study_cells(runs: pd.DataFrame) -> pd.DataFrame:
     """The distinct (dataset, n_images, seed, image_size, backbone) of the complete runs that used a backbone."""
+    from advisor.data import single_image_runs
     from study.engine.store import NO_BACKBONE
 
-    ok = runs.dropna(subset=["accuracy"])
+    ok = single_image_runs(runs).dropna(subset=["accuracy"])  # text rows and pair cells have no image probes
     ok = ok[ok["backbone"] != NO_BACKBONE]
     cells = ok[KEY].drop_duplicates().astype({"n_images": int, "seed": int, "image_size": int})
     return cells.sort_values(["dataset", "image_size", "backbone", "seed", "n_images"]).reset_index(drop=True)
