@@ -253,10 +253,12 @@ def format_probes(probes: Any, advice: Any) -> str:
         return "\n".join(lines)
     lines += ["", "Recommendation from your probes and the study's gains over them (80 % intervals from held-out "
               "datasets):"]  # fmt: skip
-    for i, r in enumerate(advice.head(TOP_SHOWN).itertuples(index=False), 1):
+    shown = advice.head(TOP_SHOWN)
+    sw, bw = (max(len(x) for x in shown[c].astype(str)) + 2 for c in ("strategy", "backbone"))
+    for i, r in enumerate(shown.itertuples(index=False), 1):
         flag = "  EXTRAPOLATED: never measured at this n" if r.extrapolated else ""
         basis = "measured probe" if r.frozen else "gain model"
-        lines.append(f"{i:>2}  {r.strategy:<20}{r.backbone:<16}{r.accuracy:.3f} ({r.low:.3f}-{r.high:.3f}), "
+        lines.append(f"{i:>2}  {r.strategy:<{sw}}{r.backbone:<{bw}}{r.accuracy:.3f} ({r.low:.3f}-{r.high:.3f}), "
                      f"{basis}{flag}")  # fmt: skip
     return "\n".join(lines)
 

@@ -180,7 +180,7 @@ def _gap(
     from study import config
     from study.cache.features import FeatureEngine
     from study.data import catalog as study_data
-    from study.probes.domain import measure as measure_scores
+    from study.probes.domain import gap_distance
 
     cache = config.cache_dir()
     engine = FeatureEngine(cache, config.weights_dirs())
@@ -193,11 +193,11 @@ def _gap(
         sizes = sorted(s for b, s in scales if b == backbone)
         size = min(sizes, key=lambda s: abs(s - (image_size or s)))
         try:
-            scores = measure_scores(load(name, size), backbone, size, engine, load)
+            distance = gap_distance(load(name, size), backbone, size, engine, load)
         except (StudyError, ValueError, np.linalg.LinAlgError) as error:  # missing weights/data, too few images
             if warn:
                 warn(f"could not measure the domain gap with {backbone}: {str(error).splitlines()[0]}")
             continue
-        by_backbone[backbone] = float(scores["frechet_distance"]) / scales[(backbone, size)]
+        by_backbone[backbone] = distance / scales[(backbone, size)]
     gap = float(np.mean(list(by_backbone.values()))) if by_backbone else None
     return gap, by_backbone

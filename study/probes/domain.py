@@ -29,7 +29,7 @@ from study.data.cell_data import CellData
 from study.data.loaders import LoadedDataset
 from study.data.sampling import stratified_subset
 from study.errors import StudyError
-from study.probes.similarity import similarity_report
+from study.probes.similarity import frechet_distance, similarity_report
 from study.zoo.backbones import BackboneSpec, get_backbone
 
 SAMPLE = 500
@@ -79,6 +79,19 @@ def measure(ds: LoadedDataset, backbone: str, size: int, engine: FeatureEngine, 
     report.update(backbone=backbone, image_size=size, reference=list(REFERENCE_DATASETS),
                   reference_n=int(len(ref)), seconds=time.perf_counter() - t0)  # fmt: skip
     return report
+
+
+def gap_distance(ds: LoadedDataset, backbone: str, size: int, engine: FeatureEngine, load: Any) -> float:
+    """Only the Fréchet distance of ``measure`` (same sample, reference and estimator): what a user's domain gap
+    needs, without the probes ``measure`` also runs on that sample (they took 28 of a folder's 60 s of gap
+    measurement over five backbones, beside a sweep). One BLAS thread: small matrices, shared cores."""
+    from threadpoolctl import threadpool_limits
+
+    spec = get_backbone(backbone)
+    feats, _ = sample_features(ds, spec, size, engine)
+    ref = reference_features(spec, size, engine, load)
+    with threadpool_limits(1):
+        return float(frechet_distance(feats.astype(np.float64), ref.astype(np.float64)))
 
 
 def score_key(backbone: str, size: int) -> str:
