@@ -417,6 +417,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     table, picks = evaluate_methods(runs, similarity, probes=probes, gain=GainModel() if probes is not None else None)
     s = summary(table)
     s["noise_floor"] = noise_floor(runs, similarity)
+    s["probe_advisor_configs"] = {k: int(v) for k, v in picks.attrs.get("gain_configs", {}).items()}
     methods = method_summary(picks)
     common = method_summary(same_cells(picks)) if probes is not None else None
     if args.json:
@@ -433,6 +434,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     floor = s["noise_floor"]
     print(f"Noise floor: the option that won on one seed, scored on the other seed, loses {floor['regret_points']:.2f} "
           f"points on average ({floor['cells']} cells): measurement noise among close options, not advice.")
+    if s["probe_advisor_configs"]:
+        chosen = ", ".join(f"{k} in {v}" for k, v in s["probe_advisor_configs"].items())
+        print(f"The probe advisor's form, chosen by its nested inner leave-one-dataset-out per fold: {chosen} folds.")
     print()
     print(format_evaluation(table, s))
     return 0

@@ -102,6 +102,7 @@ def evaluate_methods(
     probe_groups = None if probes is None or probes.empty else _probe_groups(probes)
     records: list[dict[str, Any]] = []
     picks: list[dict[str, Any]] = []
+    gain_configs: list[str] = []  # what the nested selection chose in each fold
     for group, train, train_similarity, held_runs in _folds(runs, similarity, groups):
         fitted = clone(template).fit(train, train_similarity)
         held = held_out_frame(held_runs, similarity, fitted)
@@ -112,6 +113,7 @@ def evaluate_methods(
         if gain is not None and train_probes is not None:
             fitted_gain = clone(gain).fit(train, train_similarity, train_probes)
             rules = ProbeRules().fit(fitted_gain)
+            gain_configs.append(f"{fitted_gain.variant_}/alpha {fitted_gain.alpha_:g}")
         for key, cell in held.groupby(["dataset", "n_images", "image_size"], sort=True):
             record = _score_cell(fitted, group, key, cell)
             cell_probes = None if held_probes is None else _cell_probes(held_probes, key)
@@ -120,8 +122,9 @@ def evaluate_methods(
     table = pd.DataFrame.from_records(records, columns=COLUMNS)
     table = pd.concat([table, _summary(table)], ignore_index=True)
     table.attrs["regret_basis"] = dict(REGRET_BASIS)
-    long = pd.DataFrame.from_records(picks, columns=PICK_COLUMNS)
-    return table, with_hindsight(long)
+    long = with_hindsight(pd.DataFrame.from_records(picks, columns=PICK_COLUMNS))
+    long.attrs["gain_configs"] = dict(pd.Series(gain_configs, dtype=object).value_counts()) if gain_configs else {}
+    return table, long
 
 
 PICK_COLUMNS = ["group", "dataset", "n_images", "image_size", "method", "kind", "strategy", "backbone", "accuracy",
