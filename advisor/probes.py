@@ -38,11 +38,11 @@ from advisor.data import OTHER, AdvisorError
 from study.errors import StudyError
 
 PROBES_FILE = "probes.parquet"
-PROBES_VERSION = 1
+PROBES_VERSION = 2
 """Bump when ``study.probes.scores`` changes what it computes: cached scores of older versions are ignored."""
 KEY = ["dataset", "n_images", "seed", "image_size", "backbone"]
 COLUMNS = [*KEY, "linear_probe_accuracy", "linear_probe_std", "knn_accuracy", "logme", "n", "n_classes", "folds",
-           "data_checksum", "weights_checksum", "extract_seconds", "probe_seconds"]  # fmt: skip
+           "data_checksum", "weights_checksum", "extract_seconds", "probe_seconds", "probes_version"]  # fmt: skip
 
 
 def probe_images(engine: Any, data: Any, backbone: str, rows: np.ndarray, labels: np.ndarray,
@@ -211,6 +211,9 @@ def cell_probes(runs: pd.DataFrame, out: Path, *, progress: bool = True, limit: 
     if datasets:
         cells = cells[cells["dataset"].isin(datasets)]
     done = pd.read_parquet(out) if out.is_file() else pd.DataFrame(columns=COLUMNS)
+    if "probes_version" not in done.columns:
+        done = done.iloc[0:0].reindex(columns=COLUMNS)  # written before probes were versioned: recompute all
+    done = done[done["probes_version"] == PROBES_VERSION]  # rows of an older probe definition are recomputed
     have = set(map(tuple, done[KEY].astype({"n_images": int, "seed": int, "image_size": int}).to_numpy().tolist()))
     todo = [c for c in cells.itertuples(index=False) if tuple(c) not in have][:limit]
     runner = CellRunner(config.cache_dir(), config.data_dirs(), config.weights_dirs())
@@ -223,7 +226,7 @@ def cell_probes(runs: pd.DataFrame, out: Path, *, progress: bool = True, limit: 
         idx = np.sort(np.concatenate([data.train_idx, data.val_idx]))  # the cell's N images; never its test split
         groups = None if data.pool.groups is None else data.pool.groups[idx]
         scores = probe_images(runner.engine, data, c.backbone, idx, data.pool.labels[idx], groups, seed=int(c.seed))
-        rows.append({**dict(zip(KEY, tuple(c), strict=True)), **scores})
+        rows.append({**dict(zip(KEY, tuple(c), strict=True)), **scores, "probes_version": PROBES_VERSION})
         _write(pd.DataFrame(rows, columns=COLUMNS), out)
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -231,11 +231,16 @@ def knn_predictor(k: int) -> FitPredict:
     return fit_predict
 
 
-def linear_predictor(c: float) -> FitPredict:
-    """The linear probe's fold: L2-regularised logistic regression with inverse regularisation ``c``."""
+def linear_predictor(c: float, standardise: bool = False) -> FitPredict:
+    """The linear probe's fold: L2-regularised logistic regression with inverse regularisation ``c``; with
+    ``standardise``, features standardised on the training fold first (the ``linear_probe`` strategy's recipe)."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     def fit_predict(train_x: _F64, train_y: npt.NDArray[Any], test_x: _F64) -> npt.NDArray[Any]:
-        return LogisticRegression(C=c, max_iter=2000).fit(train_x, train_y).predict(test_x)
+        model = LogisticRegression(C=c, max_iter=2000)
+        model = make_pipeline(StandardScaler(), model) if standardise else model
+        return model.fit(train_x, train_y).predict(test_x)
 
     return fit_predict
 
