@@ -102,14 +102,12 @@ def _from_store(url: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _read_table(folder: Path, table: str) -> pd.DataFrame | None:
-    for ext, reader in (("parquet", pd.read_parquet), ("csv", pd.read_csv)):
-        path = folder / f"{table}.{ext}"
-        if path.is_file():
-            try:
-                return reader(path)
-            except Exception as error:  # pyarrow and the CSV parser raise many types; all mean "unreadable"
-                raise AdvisorError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
-    return None
+    from study.analysis.export import read_table
+
+    try:
+        return read_table(folder, table)
+    except StudyError as error:
+        raise AdvisorError(str(error)) from None
 
 
 def _decode(frame: pd.DataFrame) -> pd.DataFrame:

@@ -137,6 +137,17 @@ def _umask() -> int:
     return mask
 
 
+def finish_model_folder(tmp: Path, out: Path, labels: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Write labels.json, metrics.json and the marker into the finished temporary folder, then move it to ``out``
+    (image and text models alike: the marker is what lets a later ``--force`` replace the folder)."""
+    (tmp / "labels.json").write_text(json.dumps(as_json(labels), indent=2) + "\n")
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    files = sorted(p.name for p in tmp.iterdir())
+    (tmp / MARKER).write_text(json.dumps({"written_by": "advisor train", "version": __version__,
+                                          "files": files}, indent=2) + "\n")  # fmt: skip
+    _replace_folder(tmp, out)
+
+
 def _replace_folder(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` to ``out``; an existing ``out`` (allowed by --force) goes only after that.
 
@@ -323,12 +334,7 @@ def train(
                 "provenance": row["provenance"],
                 "curves": row["curves"],
             })  # fmt: skip
-            (tmp / "labels.json").write_text(json.dumps(as_json(labels), indent=2) + "\n")
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-            files = sorted(p.name for p in tmp.iterdir())
-            (tmp / MARKER).write_text(json.dumps({"written_by": "advisor train", "version": __version__,
-                                                  "files": files}, indent=2) + "\n")  # fmt: skip
-            _replace_folder(tmp, out)
+            finish_model_folder(tmp, out, labels, metrics)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return TrainOutcome(out, labels, metrics, trained)

@@ -74,14 +74,20 @@ def probe_images(engine: Any, data: Any, backbone: str, rows: np.ndarray, labels
     scores = probe_scores(features, labels, groups, seed=seed)
     out = {**scores, "data_checksum": data.fingerprint, "extract_seconds": extract, "weights_checksum": weights,
            "probe_seconds": scores.pop("seconds")}  # fmt: skip
-    try:
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stored.with_name(f".{stored.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(out))
-        os.replace(tmp, stored)
-    except OSError:
-        pass  # a read-only cache only costs the recomputation next time
+    cache_json(stored, out)
     return out
+
+
+def cache_json(path: Path, value: Any) -> None:
+    """Store ``value`` as JSON at ``path`` atomically (written beside it, then renamed); a read-only or full cache
+    only costs the recomputation next time, so write errors are ignored."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------- a folder

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -51,7 +50,8 @@ TEXT_PROBES_VERSION = 1
 HELD_OUT = 0.2
 """The share of the texts ``advisor train`` holds out for testing (``register_text_csv``'s fixed split)."""
 TEXT_RESULTS = Path(__file__).resolve().parents[1] / "results" / "text"
-"""Where text advice comes from when ``--results`` is not given: the committed text grid (the reference has none)."""
+"""Where text advice comes from when ``--results`` is not given: the committed text grid (also restored into the
+reference study)."""
 SIMILARITY_TABLE = TEXT_RESULTS / "similarity.csv"
 """The study's text datasets' domain gaps (``python -m study.probes.text_domain``)."""
 
@@ -184,13 +184,9 @@ def _cached(stored: Path, compute: Any) -> dict[str, Any]:
     out = compute()
     if out.get("gap_error"):
         return {**out, "cached": False}  # measure the gap again next time, once its reference is there
-    try:
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stored.with_name(f".{stored.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(out))
-        os.replace(tmp, stored)
-    except OSError:
-        pass  # a read-only cache only costs the recomputation next time
+    from advisor.probes import cache_json
+
+    cache_json(stored, out)
     return {**out, "cached": False}
 
 

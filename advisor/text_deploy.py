@@ -21,7 +21,6 @@ at all, ``--force`` replaces only a folder advisor train wrote, ``--out`` may no
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -31,9 +30,8 @@ from typing import Any
 import numpy as np
 
 from advisor.data import AdvisorError, as_json
-from advisor.deploy import MARKER, TRAIN_GRID, TrainOutcome, _check_out, _replace_folder, _umask, load_labels
+from advisor.deploy import TRAIN_GRID, TrainOutcome, _check_out, _umask, finish_model_folder, load_labels
 from advisor.text import text_results
-from study import __version__
 
 DEFAULT_MAX_LENGTH = 128
 """Token budget of an exported text model: the text grid's, so the advice's numbers apply."""
@@ -183,12 +181,7 @@ def train_text(
             "data": str(src),
             "provenance": row["provenance"],
         })  # fmt: skip
-        (tmp / "labels.json").write_text(json.dumps(as_json(labels_json), indent=2) + "\n")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        files = sorted(p.name for p in tmp.iterdir())
-        (tmp / MARKER).write_text(json.dumps({"written_by": "advisor train", "version": __version__,
-                                              "files": files}, indent=2) + "\n")  # fmt: skip
-        _replace_folder(tmp, out)
+        finish_model_folder(tmp, out, labels_json, metrics)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return TrainOutcome(out, labels_json, metrics, trained)

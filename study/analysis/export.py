@@ -62,6 +62,20 @@ def _write_atomic(frame: pd.DataFrame, path: Path, fmt: Format) -> None:
         raise
 
 
+def read_table(folder: Path, table: str) -> pd.DataFrame | None:
+    """``table`` of an export folder (Parquet preferred, else CSV), or None when it has neither."""
+    import pandas as pd
+
+    for ext, reader in (("parquet", pd.read_parquet), ("csv", pd.read_csv)):
+        path = folder / f"{table}.{ext}"
+        if path.is_file():
+            try:
+                return reader(path)
+            except Exception as error:  # pyarrow and the CSV parser raise many types; all mean "unreadable"
+                raise StudyError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
+    return None
+
+
 def export(
     store: ResultsStore, out_dir: str | os.PathLike[str], fmt: Format = "parquet", status: str | None = None
 ) -> dict[str, tuple[Path, int]]:

@@ -18,23 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.analysis.export import read_table
 from study.cli_support import add_verbose_flag, quiet_tensorflow
 from study.engine.store import JSON_COLUMNS, ResultsStore, default_url
 from study.engine.store.schema import DATETIME_COLUMNS
 from study.errors import StudyError
 
 _JSON_NAMES = {c.name for c in JSON_COLUMNS}
-
-
-def _read(folder: Path, table: str) -> pd.DataFrame | None:
-    for ext, reader in (("parquet", pd.read_parquet), ("csv", pd.read_csv)):
-        path = folder / f"{table}.{ext}"
-        if path.is_file():
-            try:
-                return reader(path)
-            except Exception as error:  # pyarrow and the CSV parser raise many types; all mean "unreadable"
-                raise StudyError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
-    return None
 
 
 def _decoded(value: object) -> object:
@@ -44,7 +34,7 @@ def _decoded(value: object) -> object:
 def restore(store: ResultsStore, folder: str | Path) -> tuple[int, int, int]:
     """Insert an export folder's complete runs and dataset scores; returns (runs inserted, runs read, datasets)."""
     src = Path(folder)
-    runs = _read(src, "runs")
+    runs = read_table(src, "runs")
     if runs is None:
         raise StudyError(f"{src} holds no runs.parquet or runs.csv; pass a folder written by python -m study.export")
     for name in _JSON_NAMES & set(runs.columns):
@@ -52,7 +42,7 @@ def restore(store: ResultsStore, folder: str | Path) -> tuple[int, int, int]:
     for name in set(DATETIME_COLUMNS) & set(runs.columns):  # CSV holds them as text
         runs[name] = pd.to_datetime(runs[name], utc=True, format="ISO8601")
     inserted = store.import_rows(runs.to_dict("records"))
-    sims = _read(src, "datasets")
+    sims = read_table(src, "datasets")
     n_sets = 0
     if sims is not None:
         for row in sims.to_dict("records"):
