@@ -3,7 +3,7 @@
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-GRID   ?= quick
+GRID   ?= broad
 WORKERS ?= 2
 TEST_WORKERS ?= 2
 SHARED ?= $(abspath ../shared)

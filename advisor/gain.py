@@ -256,13 +256,14 @@ class GainModel(BaseEstimator):
                 "gap": float(gap) if gap is not None and gap == gap else self.defaults_["gap"]}  # fmt: skip
         by_backbone = probes.groupby("backbone")[["linear_probe_accuracy", "logme"]].mean()
         best_probe = float(by_backbone["linear_probe_accuracy"].max())
-        best_logme = float(by_backbone["logme"].max())
+        best_logme = float(by_backbone["logme"].max()) if by_backbone["logme"].notna().any() else 0.0
         rows = []
         for strategy, backbone in self.options_:
             if backbone != NO_BACKBONE and backbone not in by_backbone.index:
                 continue
             probe = float(by_backbone.loc[backbone, "linear_probe_accuracy"]) if backbone != NO_BACKBONE else best_probe
             lm = float(by_backbone.loc[backbone, "logme"]) if backbone != NO_BACKBONE else best_logme
+            lm = best_logme if lm != lm else lm  # NaN: no evidence
             rows.append({**base, "strategy": strategy, "backbone": backbone, "frozen": _frozen(strategy),
                          "probe": probe, "best_probe": best_probe, "probe_vs_best": probe - best_probe,
                          "logme_vs_best": lm - best_logme})  # fmt: skip
@@ -344,7 +345,8 @@ def cell_table(frame: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
     table.loc[none, "logme"] = table.loc[none, "best_logme"]
     table = table.dropna(subset=["probe"])
     table["probe_vs_best"] = table["probe"] - table["best_probe"]
-    table["logme_vs_best"] = table["logme"] - table["best_logme"]
+    # LogME can fail (NaN: e.g. Office-31 amazon at n = 250, 31 classes); a missing evidence says nothing either way
+    table["logme_vs_best"] = (table["logme"] - table["best_logme"]).fillna(0.0)
     table["log2_n"] = np.log2(table["n_images"].astype(float))
     k = table["n_classes"].astype(float)
     table["log2_classes"] = np.log2(k.fillna(k.median() if k.notna().any() else 2.0))

@@ -34,7 +34,7 @@ def reference_runs() -> pd.DataFrame:
 
 def test_reference_readme_documents_the_rerun_command() -> None:
     text = (REFERENCE / "README.md").read_text()
-    assert "python -m study.run --grid quick --datasets" in text
+    assert "python -m study.run --grid broad-large --datasets" in text
 
 
 def test_one_reference_cell_reproduces_within_its_interval(reference_runs: pd.DataFrame, tmp_path: Path) -> None:
