@@ -23,6 +23,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from advisor.baselines import measured_fallback
 from study.engine.store import NO_BACKBONE
+from study.train.strategies import strategy_or_none
 
 FEATURES = ("n_images", "best_probe", "n_classes", "gap")
 LABELS = {"n_images": "n", "best_probe": "best linear probe", "n_classes": "classes", "gap": "domain gap"}
@@ -82,7 +83,8 @@ class ProbeRules:
                  "backbone on your images first (advisor recommend --data-dir):"]  # fmt: skip
         for i, rule in enumerate(self.rules_, 1):
             when = " and ".join(_condition(name, lo, hi) for name, (lo, hi) in rule["conditions"].items())
-            on = "" if rule["strategy"] in ("scratch_small", "scratch") else " on the backbone with the best probe"
+            record = strategy_or_none(rule["strategy"])
+            on = " on the backbone with the best probe" if record is None or record.uses_backbone else ""
             lines.append(f"  {i}. {'if ' + when if when else 'in every case'}: {rule['strategy']}{on}")
         return "\n".join(lines)
 

@@ -226,7 +226,7 @@ def test_bad_train_inputs_are_one_line_errors_and_write_nothing(tmp_path, datapa
     empty.mkdir()
     text = tmp_path / "text"
     (text / "a").mkdir(parents=True)
-    (text / "a" / "notes.txt").write_text("hello")
+    (text / "a" / "notes.md").write_text("hello")  # no image; class folders of .txt files are a text dataset
     one_class = _png_folder(tmp_path / "one", {"only": 6})
     good = _png_folder(tmp_path / "two", {"a": 6, "b": 6})
     taken = tmp_path / "taken"
