@@ -158,26 +158,34 @@ class GainModel(BaseEstimator):
         self.backbones_ = sorted(b for b in table["backbone"].unique() if b != NO_BACKBONE)
         table = self._scaled(table)
         self.models_: dict[Any, Any] = {}
-        pooled_frozen = self.pooling_ == "all"
-        for strategy, rows in table[table["frozen"]].groupby("strategy"):
-            if rows[CELL].drop_duplicates().shape[0] >= self.min_cells:
-                x = self._pooled_x(rows) if pooled_frozen else rows[TRAITS]
-                self.models_[strategy] = _Linear(x, rows["t_acc"] - rows["t_probe"], alpha)
-        trained = table[~table["frozen"]]
-        if self.pooling_ == "option":
-            for option, rows in trained.groupby(["strategy", "backbone"]):
-                if len(rows) >= self.min_cells:
-                    self.models_[option] = _Linear(rows[GAIN_FEATURES], rows["t_acc"] - rows["t_best"], alpha)
-        else:
-            for strategy, rows in trained.groupby("strategy"):
-                if rows[CELL].drop_duplicates().shape[0] < self.min_cells:
-                    continue
-                if (rows["backbone"] == NO_BACKBONE).all():
-                    self.models_[strategy] = _Linear(rows[FREE_FEATURES], rows["t_acc"] - rows["t_best"], alpha)
-                else:
-                    self.models_[strategy] = _Linear(self._pooled_x(rows), rows["t_acc"] - rows["t_probe"], alpha)
+        keys = pd.Series([self._model_key(s, b) for s, b in zip(table["strategy"], table["backbone"], strict=True)],
+                         index=table.index, dtype=object)  # fmt: skip
+        for key, rows in table.groupby(keys, sort=False):
+            if rows[CELL].drop_duplicates().shape[0] >= self.min_cells:  # one row per cell for a per-option model
+                features, base = self._form(rows["strategy"].iloc[0], bool((rows["backbone"] == NO_BACKBONE).all()))
+                self.models_[key] = _Linear(self._x(rows, features), rows["t_acc"] - rows[base], alpha,
+                                            self._names(features))  # fmt: skip
         self.options_ = sorted({(s, b) for s, b in zip(table["strategy"], table["backbone"], strict=True)
                                 if self._model_key(s, b) in self.models_})  # fmt: skip
+
+    def _form(self, strategy: str, backbone_free: bool) -> tuple[list[str], str]:
+        """(features, the probe column its gain is measured from) of a strategy's model under the fitted form; one
+        place for fitting and predicting. ``POOLED_FEATURES`` come with one indicator per backbone."""
+        if _frozen(strategy):
+            return (POOLED_FEATURES if self.pooling_ == "all" else TRAITS), "t_probe"
+        if self.pooling_ == "option":
+            return GAIN_FEATURES, "t_best"
+        return (FREE_FEATURES, "t_best") if backbone_free else (POOLED_FEATURES, "t_probe")
+
+    def _names(self, features: list[str]) -> list[str]:
+        return [*features, *(f"is_{b}" for b in self.backbones_)] if features is POOLED_FEATURES else list(features)
+
+    def _x(self, rows: pd.DataFrame, features: list[str]) -> np.ndarray:
+        x = rows[features].to_numpy(float)
+        if features is not POOLED_FEATURES:
+            return x
+        indicators = np.stack([(rows["backbone"] == b).to_numpy(float) for b in self.backbones_], axis=1)
+        return np.hstack([x, indicators])
 
     def _model_key(self, strategy: str, backbone: str) -> Any:
         return strategy if _frozen(strategy) or self.pooling_ != "option" else (strategy, backbone)
@@ -190,10 +198,6 @@ class GainModel(BaseEstimator):
         if "accuracy" in out:
             out["t_acc"] = to(out["accuracy"])
         return out
-
-    def _pooled_x(self, rows: pd.DataFrame) -> np.ndarray:
-        indicators = np.stack([(rows["backbone"] == b).to_numpy(float) for b in self.backbones_], axis=1)
-        return np.hstack([rows[POOLED_FEATURES].to_numpy(float), indicators])
 
     def _inner(self, table: pd.DataFrame, variant: str, alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(held-out residuals, held-out cells' pick regret) of a leave-one-dataset-out inside the training data."""
@@ -226,16 +230,8 @@ class GainModel(BaseEstimator):
             if model is None:
                 continue
             part = rows.iloc[at]
-            if _frozen(strategy) and self.pooling_ == "all":
-                t = part["t_probe"].to_numpy() + model.predict(self._pooled_x(part))
-            elif _frozen(strategy):
-                t = part["t_probe"].to_numpy() + model.predict(part[TRAITS].to_numpy(float))
-            elif self.pooling_ == "option":
-                t = part["t_best"].to_numpy() + model.predict(part[GAIN_FEATURES].to_numpy(float))
-            elif backbone == NO_BACKBONE:
-                t = part["t_best"].to_numpy() + model.predict(part[FREE_FEATURES].to_numpy(float))
-            else:
-                t = part["t_probe"].to_numpy() + model.predict(self._pooled_x(part))
+            features, base = self._form(strategy, backbone == NO_BACKBONE)
+            t = part[base].to_numpy() + model.predict(self._x(part, features))
             out[at] = back(t)
         return pd.Series(out, index=rows.index)
 
@@ -286,14 +282,7 @@ class GainModel(BaseEstimator):
         """Per model: the ridge coefficients in accuracy (fraction) per standard deviation of each feature."""
         rows = []
         for key, model in self.models_.items():
-            if isinstance(key, tuple):
-                names = GAIN_FEATURES
-            elif _frozen(key) and self.pooling_ != "all":
-                names = TRAITS
-            elif len(model.coef) == len(FREE_FEATURES):
-                names = FREE_FEATURES
-            else:
-                names = [*POOLED_FEATURES, *(f"is_{b}" for b in self.backbones_)]
+            names = model.names
             rows.append({"option": key if isinstance(key, str) else "/".join(key), "intercept": model.intercept,
                          **dict(zip(names, model.coef, strict=True))})  # fmt: skip
         return pd.DataFrame(rows)
@@ -306,9 +295,8 @@ def _one_se(inner: dict[Any, tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[Any, d
     for alpha, (_, regrets) in inner.items():
         per_group = regrets.groupby("group")["regret"].mean() if len(regrets) else pd.Series(dtype=float)
         se = float(per_group.std(ddof=1) / math.sqrt(len(per_group))) if len(per_group) > 1 else 0.0
-        stats[alpha] = {"inner_regret": float(regrets["regret"].mean()) if len(regrets) else math.inf, "se": se}
-        if isinstance(alpha, tuple):
-            stats[alpha]["candidate"] = "/".join(map(str, alpha))
+        stats[alpha] = {"candidate": "/".join(map(str, alpha)), "se": se,
+                        "inner_regret": float(regrets["regret"].mean()) if len(regrets) else math.inf}
     best = min(stats, key=lambda a: stats[a]["inner_regret"])
     limit = stats[best]["inner_regret"] + stats[best]["se"]
     chosen = next(a for a in inner if stats[a]["inner_regret"] <= limit)
@@ -318,8 +306,10 @@ def _one_se(inner: dict[Any, tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[Any, d
 class _Linear:
     """scikit-learn's ``Ridge`` on standardised features, kept as plain arrays so predicting is one dot product."""
 
-    def __init__(self, x: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray, alpha: float) -> None:
+    def __init__(self, x: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray, alpha: float,
+                 names: list[str]) -> None:  # fmt: skip
         x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        self.names = names
         self.mean = x.mean(axis=0)
         scale = x.std(axis=0)
         self.scale = np.where(scale > 0, scale, 1.0)
