@@ -54,6 +54,7 @@ from advisor.relative import DISTANCE_WEIGHTS as DISTANCE_WEIGHTS  # re-exported
 from advisor.relative import RULES, RelativeAccuracy, candidates, cell_table, select, trait_defaults, with_features
 from advisor.relative import distance_matrix as distance_matrix
 from advisor.render import rules_text
+from advisor.rules import tree_rules
 from advisor.textbook import textbook_rule
 from study.engine.store import NO_BACKBONE
 from study.train.strategies import strategy_or_none
@@ -572,34 +573,11 @@ class Advisor(BaseEstimator):
 
 def _tree_rules(tree: DecisionTreeClassifier, leaves: np.ndarray, y: np.ndarray, backbones: np.ndarray
                 ) -> list[dict[str, Any]]:  # fmt: skip
-    """The tree's leaves as rules; sibling subtrees that pick the same strategy collapse into one rule.
-
-    The backbone shown with a rule is the one the advisor picked most often together with that strategy there.
-    """
-    t = tree.tree_
-    names = ("log2_n", "gap")
-
-    def leaf(node: int, cond: dict[str, tuple[float, float]]) -> dict[str, Any]:
-        mask = leaves == node
-        strategy = str(tree.classes_[int(np.argmax(t.value[node][0]))])
-        return {"conditions": cond, "strategy": strategy, "support": int(mask.sum()),
-                "backbones": Counter(str(b) for b in backbones[mask & (y == strategy)])}  # fmt: skip
-
-    def walk(node: int, cond: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
-        if t.children_left[node] == -1:
-            return [leaf(node, cond)]
-        name, thr = names[t.feature[node]], float(t.threshold[node])
-        lo, hi = cond.get(name, (-math.inf, math.inf))
-        left = walk(t.children_left[node], {**cond, name: (lo, min(hi, thr))})
-        right = walk(t.children_right[node], {**cond, name: (max(lo, thr), hi)})
-        if len(left) == len(right) == 1 and left[0]["strategy"] == right[0]["strategy"]:
-            return [{"conditions": cond, "strategy": left[0]["strategy"],
-                     "support": left[0]["support"] + right[0]["support"],
-                     "backbones": left[0]["backbones"] + right[0]["backbones"]}]  # fmt: skip
-        return left + right
-
-    rules = walk(0, {})
-    for rule in rules:
-        counts = rule.pop("backbones")
-        rule["backbone"] = counts.most_common(1)[0][0] if counts else None
+    """The tree's leaves as rules (``advisor.rules.tree_rules``) with their support, and the backbone the advisor
+    picked most often together with each rule's strategy there."""
+    rules = []
+    for rule in tree_rules(tree, ("log2_n", "gap")):
+        mask = np.isin(leaves, rule.pop("nodes"))
+        counts = Counter(str(b) for b in backbones[mask & (y == rule["strategy"])])
+        rules.append({**rule, "support": int(mask.sum()), "backbone": counts.most_common(1)[0][0] if counts else None})
     return rules

@@ -57,7 +57,11 @@ class ProbeRules:
                                             min_samples_leaf=leaf).fit(x, y)  # fmt: skip
         self.fidelity_ = float((self.tree_.predict(x) == y).mean())
         self.n_cells_ = len(y)
-        self.rules_ = _rules(self.tree_, self.tree_.apply(x))
+        leaves = self.tree_.apply(x)
+        self.rules_ = []
+        for rule in tree_rules(self.tree_, FEATURES):
+            nodes = rule.pop("nodes")
+            self.rules_.append({**rule, "support": int(np.isin(leaves, nodes).sum())})
         return self
 
     def strategy(self, n_images: int, best_probe: float, n_classes: int | None, gap: float | None,
@@ -99,21 +103,22 @@ def _condition(name: str, lo: float, hi: float) -> str:
     return f"{fmt(lo)} < {label} <= {fmt(hi)}"
 
 
-def _rules(tree: DecisionTreeClassifier, leaves: np.ndarray) -> list[dict[str, Any]]:
-    """The tree's leaves as rules; sibling leaves with the same strategy collapse into one."""
+def tree_rules(tree: DecisionTreeClassifier, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A fitted tree's leaves as rules (``conditions`` per feature of ``names``, ``strategy``, the leaf ``nodes``);
+    sibling subtrees that pick the same strategy collapse into one rule. Shared with ``advisor.model``'s rules."""
     t = tree.tree_
 
     def walk(node: int, cond: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
         if t.children_left[node] == -1:
             return [{"conditions": cond, "strategy": str(tree.classes_[int(np.argmax(t.value[node][0]))]),
-                     "support": int((leaves == node).sum())}]  # fmt: skip
-        name, thr = FEATURES[t.feature[node]], float(t.threshold[node])
+                     "nodes": [node]}]  # fmt: skip
+        name, thr = names[t.feature[node]], float(t.threshold[node])
         lo, hi = cond.get(name, (-math.inf, math.inf))
         left = walk(t.children_left[node], {**cond, name: (lo, min(hi, thr))})
         right = walk(t.children_right[node], {**cond, name: (max(lo, thr), hi)})
         if len(left) == len(right) == 1 and left[0]["strategy"] == right[0]["strategy"]:
             return [{"conditions": cond, "strategy": left[0]["strategy"],
-                     "support": left[0]["support"] + right[0]["support"]}]  # fmt: skip
+                     "nodes": left[0]["nodes"] + right[0]["nodes"]}]  # fmt: skip
         return left + right
 
     return walk(0, {})
