@@ -70,11 +70,17 @@ def best_probe_pick(probes: pd.DataFrame, measured: Iterable[Option]) -> Option 
     pool = list(measured)
     if probes is None or probes.empty:
         return None
-    for backbone in probes.sort_values(["linear_probe_accuracy", "backbone"], ascending=[False, True])["backbone"]:
+    for backbone in probe_ranked_backbones(probes):
         for strategy in probe_strategies():
             if (strategy, backbone) in pool:
-                return strategy, str(backbone)
+                return strategy, backbone
     return None
+
+
+def probe_ranked_backbones(probes: pd.DataFrame) -> list[str]:
+    """The probed backbones, best cross-validated linear probe first (ties by name: deterministic)."""
+    ranked = probes.sort_values(["linear_probe_accuracy", "backbone"], ascending=[False, True])["backbone"]
+    return [str(b) for b in ranked]
 
 
 def logme_pick(probes: pd.DataFrame, measured: Iterable[Option]) -> Option | None:

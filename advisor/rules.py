@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.tree import DecisionTreeClassifier
 
-from advisor.baselines import measured_fallback
+from advisor.baselines import measured_fallback, probe_ranked_backbones
 from study.engine.store import NO_BACKBONE
 from study.train.strategies import strategy_or_none
 
@@ -74,8 +74,7 @@ class ProbeRules:
         """The rule's strategy on the best-probe backbone it was measured with (fallback by freezing level)."""
         if (strategy, NO_BACKBONE) in measured:
             return strategy, NO_BACKBONE
-        ranked = [str(b) for b in probes.sort_values(["linear_probe_accuracy", "backbone"],
-                                                     ascending=[False, True])["backbone"]]  # fmt: skip
+        ranked = probe_ranked_backbones(probes)
         for backbone in ranked:
             if (strategy, backbone) in measured:
                 return strategy, backbone
