@@ -458,7 +458,7 @@ class ResultsStore:
         timestamps; a key already here (whatever its state) is left alone, so restoring twice, or restoring into a
         store that ran some of the same cells, never overwrites a result. Returns the number inserted.
         """
-        have = {k for k in self._keys()}
+        have = self._keys()
         fresh: list[dict[str, Any]] = []
         for row in rows:
             if row.get("status") != RunStatus.COMPLETE.value or row.get("cell_key") in have:
