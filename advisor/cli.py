@@ -78,10 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--source-dir", metavar="PATH", help="a labelled related source folder (same class names): "
                      "which of source_only / dann / target_only / source_then_target the study measured best at your "
                      "number of labelled target images (--data-dir's count or --n-images; advisor.adaptation)")
+    rec.add_argument("--pilot", type=float, metavar="MINUTES", help="with --data-dir: train the top candidates on "
+                     "a quarter of your training images within MINUTES, score them on others (never the held-out "
+                     "split) and re-rank (advisor.pilot)")  # fmt: skip
     rec.add_argument("--json", action="store_true", help="print the full recommendation as JSON")
     sub.add_parser("rules", parents=[common], help="the fitted advice as a short rule list")
     ev = sub.add_parser("evaluate", parents=[common], help="leave-one-dataset-out regret vs the textbook rule")
     ev.add_argument("--json", action="store_true", help="print the table as JSON records")
+    ev.add_argument("--pilot", action="store_true", help="also score the pilot (recommend --pilot): the held-out "
+                    "dataset's study cell at a quarter of n is the pilot, read on one half of the test set, the "
+                    "picks scored on the other half (advisor.pilot.evaluate_pilot)")  # fmt: skip
     ev.add_argument("--probes", metavar="FILE", help="the study's cell probes (default: probes.parquet beside the "
                     "results; advisor probes writes it)")  # fmt: skip
     pb = sub.add_parser("probes", parents=[common], help="probe every study cell's N training images (linear probe, "
@@ -103,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, metavar="DIR", help="folder to write the model, TFLite files and metrics")
     tr.add_argument("--force", action="store_true", help="replace an --out folder that advisor train wrote before "
                     "(it holds advisor-model.json); any other non-empty folder is refused")  # fmt: skip
+    tr.add_argument("--pilot", type=float, metavar="MINUTES", help="pilot the top candidates first (as recommend "
+                    "--pilot) and train the pilot's first choice")  # fmt: skip
     tr.add_argument("--max-length", type=int, help="text only: token budget, 2 to 512 (default 128, the text grid's)")
     tr.add_argument("--no-gap", action="store_true", help="skip measuring the domain gap (faster; the advisor then "
                     "assumes the study's typical gap for the domain)")  # fmt: skip
@@ -159,12 +167,17 @@ def _recommend(args: argparse.Namespace) -> int:
         return print_adaptation_advice(args.source_dir, args.data_dir, args.n_images, args.json, args.results)
     if args.n_images is None and not args.data_dir:
         raise AdvisorError("--n-images is required (or --data-dir to count the images)")
+    if args.pilot is not None and (not args.data_dir or not args.pilot > 0):
+        raise AdvisorError("--pilot MINUTES needs --data-dir (the pilot trains on your images) and a positive "
+                           f"number of minutes, got {args.pilot:g}")  # fmt: skip
     if args.n_images is not None and args.n_images <= 0:
         raise AdvisorError(f"--n-images must be a positive number of labelled images, got {args.n_images}")
     if args.data_dir:
         from advisor.text import is_text_input, print_text_recommendation
 
         if is_text_input(args.data_dir):  # a text,label CSV or class folders of .txt files
+            if args.pilot is not None:
+                raise AdvisorError("--pilot runs on image folders only; drop it for text")
             return print_text_recommendation(args.data_dir, args.results, args.n_images, args.json)
     if args.domain is None and not args.data_dir:
         raise AdvisorError(f"--domain is required (one of {_domain_labels()}) unless --data-dir is given")
@@ -195,9 +208,9 @@ def _recommend(args: argparse.Namespace) -> int:
     if args.n_images is not None:
         values["n_images"] = args.n_images
     rec = advisor.recommend(Traits(**values))
-    probes = probe_advice = None
+    probes = probe_advice = pilot = None
     if folder is not None:
-        probes, probe_advice = _probe_advice(args, folder, advisor, runs, similarity, values)
+        probes, probe_advice, pilot = _probe_advice(args, folder, advisor, runs, similarity, values)
     if args.json:
         out = rec.to_dict()
         if measured:
@@ -206,6 +219,9 @@ def _recommend(args: argparse.Namespace) -> int:
             out["probes"] = json.loads(probes.to_json(orient="records"))
         if probe_advice is not None:
             out["probe_advice"] = json.loads(probe_advice.to_json(orient="records"))
+        if pilot is not None:
+            out["pilot"] = {"size": pilot["size"], "scored": pilot["scored"], "seconds": pilot["seconds"],
+                            "ranking": json.loads(pilot["ranking"].to_json(orient="records"))}  # fmt: skip
         if folder is None:
             out["note"] = SHARPER
         print(json.dumps(out, indent=2))
@@ -213,6 +229,9 @@ def _recommend(args: argparse.Namespace) -> int:
     if probe_advice is not None:  # measured on the user's images: this ranking leads (advisor evaluate: why)
         print(format_probes(probes, probe_advice))
         print()
+        if pilot is not None:
+            print(format_pilot(pilot, args.pilot))
+            print()
         print("Without the probes, from the traits alone (the first advisor):")
         print(format_recommendation(rec, measured))
         return 0
@@ -230,15 +249,44 @@ SHARPER = ("measuring your images (--data-dir FOLDER) would sharpen this advice:
 
 
 def _probe_advice(args: argparse.Namespace, folder: Any, advisor: Any, runs: Any, similarity: Any,
-                  values: dict[str, Any]) -> tuple[Any, Any]:  # fmt: skip
-    """The folder's probes per backbone, and the gain model's ranking when the results carry cell probes."""
-    from advisor.probes import probe_ranking
+                  values: dict[str, Any]) -> tuple[Any, Any, Any]:  # fmt: skip
+    """The folder's probes per backbone, the gain model's ranking when the results carry cell probes, and with
+    ``--pilot`` the pilot's runs and re-ranking (``advisor.pilot.run_pilot``)."""
+    from advisor.probes import fit_gain, load_probes, probe_ranking
 
     def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
-    return probe_ranking(folder, advisor, runs, similarity, values, args.results, backbone=args.backbone,
-                         image_size=args.image_size, warn=warn)  # fmt: skip
+    gain = None
+    if args.pilot is not None:
+        gain = fit_gain(runs, similarity, load_probes(args.results))
+        if gain is None:
+            raise AdvisorError("--pilot needs the study's cell probes beside the results (advisor probes --results "
+                               "SOURCE writes them)")  # fmt: skip
+    probes, ranking = probe_ranking(folder, advisor, runs, similarity, values, args.results, backbone=args.backbone,
+                                    image_size=args.image_size, warn=warn, gain=gain)  # fmt: skip
+    if gain is None or ranking is None:
+        return probes, ranking, None
+    from advisor.pilot import run_pilot
+
+    pilot = run_pilot(folder, ranking, values, gain, minutes=args.pilot,
+                      image_size=args.image_size or advisor.default_size_, warn=warn)  # fmt: skip
+    return probes, ranking, pilot
+
+
+def format_pilot(pilot: dict[str, Any], minutes: float) -> str:
+    """The pilot's measured candidates and the ranking after it."""
+    lines = [f"Pilot ({minutes:g} min budget, {pilot['seconds']:.0f} s): the top candidates trained on "
+             f"{pilot['size']} of your training images, scored on {pilot['scored']} others (never the held-out "
+             "split); expected accuracy at your n shifted by how far the prediction at the pilot's size missed:"]
+    for i, r in enumerate(pilot["ranking"].itertuples(index=False), 1):
+        if r.piloted:
+            at_m = f"pilot {r.pilot:.3f} vs predicted {r.predicted_m:.3f} at {pilot['size']}"
+        else:
+            at_m = "not piloted (budget)"
+        lines.append(f"{i:>2}  {r.strategy:<20}{r.backbone:<20}{r.accuracy:.3f} ({r.low:.3f}-{r.high:.3f})  "
+                     f"[{at_m}]")  # fmt: skip
+    return "\n".join(lines)
 
 
 def format_probes(probes: Any, advice: Any) -> str:
@@ -323,11 +371,16 @@ def _train(args: argparse.Namespace) -> int:
     from advisor.text import is_text_input
 
     if is_text_input(args.data_dir):  # a text,label CSV or class folders of .txt files
+        if args.pilot is not None:
+            raise AdvisorError("--pilot runs on image folders only; drop it for text")
         return _train_text(args)
+    if args.pilot is not None and (not args.pilot > 0 or args.strategy or args.backbone):
+        raise AdvisorError("--pilot MINUTES must be a positive number of minutes, and chooses the option itself: "
+                           "drop --strategy/--backbone to pilot")  # fmt: skip
 
     outcome = train(args.data_dir, args.out, domain=args.domain, strategy=args.strategy, backbone=args.backbone,
                     trials=args.trials, image_size=args.image_size, epochs=args.epochs, seed=args.seed,
-                    force=args.force, results=args.results, measure_gap=not args.no_gap,
+                    force=args.force, results=args.results, measure_gap=not args.no_gap, pilot_minutes=args.pilot,
                     warn=lambda m: print(f"warning: {m}", file=sys.stderr),
                     say=lambda m: print(m, file=sys.stderr))  # fmt: skip
     print(format_train(outcome))
@@ -440,10 +493,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     s["probe_advisor_configs"] = {k: int(v) for k, v in picks.attrs.get("gain_configs", {}).items()}
     methods = method_summary(picks)
     common = method_summary(same_cells(picks)) if probes is not None else None
+    pilot = None
+    if args.pilot:
+        from advisor.pilot import evaluate_pilot, pilot_summary
+
+        if probes is None:
+            raise AdvisorError("advisor evaluate --pilot needs the study's cell probes (advisor probes writes them)")
+        pilot = pilot_summary(evaluate_pilot(runs, similarity, probes, GainModel()))
     if args.json:
         same = None if common is None else json.loads(common.to_json(orient="records"))
         print(json.dumps({"summary": s, "methods": json.loads(methods.to_json(orient="records")),
                           "methods_same_cells": same,
+                          "pilot": None if pilot is None else json.loads(pilot.to_json(orient="records")),
                           "cells": json.loads(table.to_json(orient="records")),
                           "picks": json.loads(picks.to_json(orient="records"))}, indent=2))  # fmt: skip
         return 0
@@ -459,7 +520,24 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"The probe advisor's form, chosen by its nested inner leave-one-dataset-out per fold: {chosen} folds.")
     print()
     print(format_evaluation(table, s))
+    if pilot is not None:
+        print()
+        print(format_pilot_evaluation(pilot))
     return 0
+
+
+def format_pilot_evaluation(pilot: Any) -> str:
+    """The pilot's leave-one-dataset-out table (``advisor.pilot.pilot_summary``)."""
+    lines = ["The pilot (recommend --pilot), leave-one-dataset-out on the held-out cells whose dataset has a study "
+             "cell at a quarter of n: the top 4 candidates' accuracy there, read on one half of the test set, picks "
+             "scored on the other half (both ways; every method on the same halves):",
+             f"  {'method':<58}{'cells':>6}{'mean':>8}{'median':>8}{'max':>8}"]  # fmt: skip
+    for r in pilot.itertuples(index=False):
+        lines.append(f"  {r.method:<58}{r.cells:>6}{r.mean_regret:>8.2f}{r.median_regret:>8.2f}{r.max_regret:>8.2f}")
+    cost = float(pilot["pilot_seconds_median"].iloc[0])
+    lines.append(f"  regret in accuracy points; the pilot's runs cost {cost:.0f} s per cell (median, the study's "
+                 "train + extract seconds of the candidates at the pilot's size)")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _read_probes(path: str) -> Any:

@@ -180,10 +180,14 @@ def train(
     force: bool = False,
     results: str | None = None,
     measure_gap: bool = True,
+    pilot_minutes: float | None = None,
     warn: Callable[[str], None] | None = None,
     say: Callable[[str], None] | None = None,
 ) -> TrainOutcome:
-    """Train the advised (or given) strategy on the folder and write the deployable model to ``out``."""
+    """Train the advised (or given) strategy on the folder and write the deployable model to ``out``.
+
+    ``pilot_minutes``: pilot the probe advisor's top candidates first (``advisor.pilot.run_pilot``) and train the
+    pilot's first choice."""
     from advisor.fitted import load_fitted
     from advisor.model import Traits
     from advisor.traits import check_folder, folder_dataset_name, measure
@@ -244,18 +248,34 @@ def train(
                                        backbone=advised))  # fmt: skip
         probe_pick = None
         if strategy is None and backbone is None:  # the ranking advisor recommend --data-dir leads with
-            from advisor.probes import probe_ranking
+            from advisor.probes import fit_gain, load_probes, probe_ranking
 
             say("probing the frozen backbones on your training images")
             traits = {"n_images": n_pool, "n_classes": measured["n_classes"], "gap": measured["gap"]}
+            gain = fit_gain(runs, similarity, load_probes(results)) if pilot_minutes is not None else None
+            if pilot_minutes is not None and gain is None:
+                raise AdvisorError("--pilot needs the study's cell probes beside the results (advisor probes "
+                                   "--results SOURCE writes them)")  # fmt: skip
             _, ranking = probe_ranking(root, advisor, runs, similarity, traits, results, image_size=image_size,
-                                       warn=warn, progress=False, ranking_only=True)  # fmt: skip
+                                       warn=warn, progress=False, ranking_only=True, gain=gain)  # fmt: skip
+            if ranking is not None and pilot_minutes is not None:
+                from advisor.pilot import run_pilot
+
+                say(f"piloting the top candidates within {pilot_minutes:g} min")
+                piloted = run_pilot(root, ranking, traits, gain, minutes=pilot_minutes,
+                                    image_size=image_size or advisor.default_size_, seed=seed, epochs=epochs,
+                                    progress=False, warn=warn)  # fmt: skip
+                ranking = piloted["ranking"]
             measured_n = ranking[~ranking["extrapolated"]] if ranking is not None else None
             if measured_n is not None and len(measured_n):
                 top = measured_n.iloc[0]
                 probe_pick = {"strategy": str(top["strategy"]), "backbone": str(top["backbone"]),
                               "expected_accuracy": float(top["accuracy"]), "low": float(top["low"]),
                               "high": float(top["high"])}  # fmt: skip
+                if pilot_minutes is not None and "pilot" in top and top["pilot"] == top["pilot"]:
+                    probe_pick["pilot_accuracy_at_size"] = {"accuracy": float(top["pilot"]),
+                                                            "size": int(piloted["size"]),
+                                                            "scored_images": int(piloted["scored"])}  # fmt: skip
                 say(f"the probe-based advisor ranks {probe_pick['strategy']} / {probe_pick['backbone']} first "
                     f"(expected {probe_pick['expected_accuracy']:.3f})")  # fmt: skip
         chosen_strategy, chosen_backbone, option = _choose(

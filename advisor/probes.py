@@ -134,19 +134,18 @@ def folder_probes(path: str | Path, backbones: list[str], image_size: int, *, pr
 def probe_ranking(folder: str | Path, advisor: Any, runs: pd.DataFrame, similarity: pd.DataFrame | None,
                   traits: dict[str, Any], results: str | Path | None, *, backbone: str | None = None,
                   image_size: int | None = None, warn: Callable[[str], None] | None = None,
-                  progress: bool = True, ranking_only: bool = False
+                  progress: bool = True, ranking_only: bool = False, gain: Any = None
                   ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:  # fmt: skip
     """(the folder's probes per backbone, the probe-based advisor's ranking or None without the study's cell probes).
 
     ``advisor recommend --data-dir`` and ``advisor train`` both go through here, so the model a user trains is the
     option the recommendation ranked first. ``ranking_only``: without cell probes, return (None, None) at once
-    instead of probing the folder only to show the probes.
+    instead of probing the folder only to show the probes. ``gain``: an already fitted gain model (``fit_gain``).
     """
-    from advisor.gain import GainModel
     from study.engine.store import NO_BACKBONE
 
-    study_probes = load_probes(results)
-    if study_probes is None and ranking_only:
+    study_probes = load_probes(results) if gain is None else None
+    if gain is None and study_probes is None and ranking_only:
         return None, None
 
     backbones = [b for b in advisor.backbones_ if b != NO_BACKBONE]
@@ -154,13 +153,21 @@ def probe_ranking(folder: str | Path, advisor: Any, runs: pd.DataFrame, similari
         backbones = [b for b in backbones if b == backbone]
     size = image_size or advisor.default_size_
     probes = folder_probes(folder, backbones, size, progress=progress, warn=warn)
-    if study_probes is None:
+    if gain is None and study_probes is None:
         if warn:
             warn("these results carry no cell probes (advisor probes --results SOURCE writes them): the ranking "
                  "rests on the traits; the probes are shown for reference")  # fmt: skip
         return probes, None
-    gain = GainModel().fit(runs, similarity, study_probes)
+    if gain is None:
+        gain = fit_gain(runs, similarity, study_probes)
     return probes, gain.predict(traits, probes)
+
+
+def fit_gain(runs: pd.DataFrame, similarity: pd.DataFrame | None, study_probes: pd.DataFrame | None) -> Any:
+    """The probe-based advisor fitted on the study's runs and cell probes (None without cell probes)."""
+    from advisor.gain import GainModel
+
+    return None if study_probes is None else GainModel().fit(runs, similarity, study_probes)
 
 
 # ---------------------------------------------------------------------------------------------------- study cells
