@@ -129,13 +129,16 @@ def loaded_folder(path: str | Path, domain: str, image_size: int) -> Iterator[tu
     """
     from study import config
     from study.data import catalog as study_data
-    from study.data.datasets import register_image_folder, unregister_dataset
+    from study.data.datasets import DATASETS, register_image_folder, unregister_dataset
 
     root = check_folder(path)
     check_cache(config.cache_dir())
     name = folder_dataset_name(root)
+    # already registered by the caller (advisor train probes and pilots the folder it is training on): reuse it,
+    # and leave the registration to its owner
+    owned = name not in DATASETS.list()
     try:
-        spec = register_image_folder(name, root, domain)
+        spec = register_image_folder(name, root, domain) if owned else DATASETS.get(name)
         ds = study_data.load(name, image_size, config.data_dirs(), config.cache_dir(), allow_download=False)
         check_split(root, ds, spec.test_split == "official")
         yield root, spec, ds
@@ -144,7 +147,8 @@ def loaded_folder(path: str | Path, domain: str, image_size: int) -> Iterator[tu
     except StudyError as error:
         raise AdvisorError(f"--data-dir {root}: {error}") from None
     finally:
-        unregister_dataset(name)
+        if owned:
+            unregister_dataset(name)
 
 
 def check_split(root: Path, ds: Any, official: bool) -> None:

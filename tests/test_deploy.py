@@ -30,10 +30,10 @@ FILES = {"model.keras", "model_float32.tflite", "model_float16.tflite", "model_i
          "metrics.json", "advisor-model.json"}  # fmt: skip
 
 
-def cats_and_dogs_folder(datapack: Path, root: Path) -> Path:
+def cats_and_dogs_folder(datapack: Path, root: Path, train_per_class: int = TRAIN_PER_CLASS) -> Path:
     """A user's folder with an official split: train/ and test/, each with cats/ and dogs/ (copied, not linked)."""
     source = datapack / "cats_and_dogs_filtered"
-    for part, src, n in (("train", "train", TRAIN_PER_CLASS), ("test", "validation", TEST_PER_CLASS)):
+    for part, src, n in (("train", "train", train_per_class), ("test", "validation", TEST_PER_CLASS)):
         for cls in ("cats", "dogs"):
             (root / part / cls).mkdir(parents=True)
             for f in sorted((source / src / cls).iterdir())[:n]:
@@ -219,6 +219,32 @@ def _png_folder(root: Path, classes: dict[str, int]) -> Path:
         for i in range(n):
             Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
     return root
+
+
+def test_train_without_a_choice_trains_the_probe_advisors_first_option(tmp_path, datapack, keras_cache,
+                                                                       monkeypatch):  # fmt: skip
+    """With results that carry the study's cell probes (the committed reference), ``advisor train`` probes the
+    folder it has registered itself and trains the probe advisor's first option (a regression: the probing
+    re-registered the folder and failed with "already registered"). Training itself is tested above: stopped here."""
+    from study.engine.cell import CellRunner
+    from study.errors import StudyError
+
+    folder = cats_and_dogs_folder(datapack, tmp_path / "pets", train_per_class=30)  # 60: a size the study measured
+    seen = {}
+
+    def stop(self, cell):
+        seen["cell"] = cell
+        raise StudyError("stopped before training")
+
+    monkeypatch.setattr(CellRunner, "train", stop)
+    out = tmp_path / "model"
+    code, _, err = run_cli("train", "--data-dir", str(folder), "--image-size", str(IMAGE_SIZE), "--out", str(out),
+                           "--no-gap")  # fmt: skip
+    assert code == 2 and err.strip().endswith("error: stopped before training"), err[-2000:]
+    ranked = next(line for line in err.splitlines() if line.startswith("the probe-based advisor ranks"))
+    cell = seen["cell"]
+    assert f"ranks {cell.strategy} / {cell.backbone} first" in ranked
+    assert not out.exists()
 
 
 def test_bad_train_inputs_are_one_line_errors_and_write_nothing(tmp_path, datapack):
