@@ -12,8 +12,10 @@ training more of the network gains over that, as a function of the traits. The m
   options are **ranked by their measured probe**;
 - **every other option** (strategy x backbone) gets a ridge regression (standardised features, ``alpha``) of its
   gain, accuracy - ``best_probe``, on log2 n, log2 classes, the relative gap, ``best_probe``, and its backbone's
-  probe and LogME relative to the best backbone's (the probe ranking as a feature). Coefficients are readable
-  (``coefficients``); an option measured in fewer than ``min_cells`` cells is not modelled;
+  probe and LogME relative to the best backbone's (the probe ranking as a feature), those two held to
+  non-negative coefficients (``SIGNS``: a backbone that probes worse is never expected to fine-tune better).
+  Coefficients are readable (``coefficients``); an option measured in fewer than ``min_cells`` cells is not
+  modelled;
 - **intervals** are the quantiles of the residuals of an inner leave-one-dataset-out on the training datasets
   (each base dataset held out in turn, models refitted without it), separately for frozen and trained options
   (their errors differ by an order of magnitude): a stated 80 % interval is the 10th-90th percentile of the
@@ -45,6 +47,12 @@ POOLED_FEATURES = [*TRAITS, "t_probe", "t_deficit", "logme_vs_best"]
 the best backbone's (both on the model's scale), and its LogME relative to the best (plus one indicator per backbone).
 """
 FREE_FEATURES = [*TRAITS, "t_best"]
+SIGNS = {"probe_vs_best": 1.0, "logme_vs_best": 1.0, "t_deficit": -1.0}
+"""Coefficient signs the models are held to (``_Linear``): a backbone whose features separate the user's classes
+*worse* than the best backbone's (a lower probe or LogME relative to the best) is never expected to end up *better*
+for it. Unconstrained, the collinear probe and LogME differences took opposite signs on some options, and a
+backbone far below the best (NEU: MobileNet-0.75's LogME 0.5 under the best) was predicted 100 % after
+fine-tuning."""
 CELL = ["dataset", "n_images", "image_size"]
 FROZEN = 3
 ALPHAS = (100.0, 10.0, 1.0)
@@ -304,7 +312,12 @@ def _one_se(inner: dict[Any, tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[Any, d
 
 
 class _Linear:
-    """scikit-learn's ``Ridge`` on standardised features, kept as plain arrays so predicting is one dot product."""
+    """Ridge regression on standardised features, kept as plain arrays so predicting is one dot product.
+
+    Features named in ``SIGNS`` keep their coefficient's sign (a bounded least-squares ridge: ``scipy``'s
+    ``lsq_linear`` on the system augmented with sqrt(alpha) I, the intercept unpenalised as the mean of ``y`` over
+    centred features); without such features it is exactly scikit-learn's ``Ridge``.
+    """
 
     def __init__(self, x: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray, alpha: float,
                  names: list[str]) -> None:  # fmt: skip
@@ -313,8 +326,21 @@ class _Linear:
         self.mean = x.mean(axis=0)
         scale = x.std(axis=0)
         self.scale = np.where(scale > 0, scale, 1.0)
-        ridge = Ridge(alpha=alpha, solver="cholesky").fit((x - self.mean) / self.scale, y)
-        self.coef, self.intercept = ridge.coef_.astype(float), float(ridge.intercept_)
+        z = (x - self.mean) / self.scale
+        signs = np.array([SIGNS.get(n, 0.0) for n in names])
+        if not signs.any():
+            ridge = Ridge(alpha=alpha, solver="cholesky").fit(z, y)
+            self.coef, self.intercept = ridge.coef_.astype(float), float(ridge.intercept_)
+            return
+        from scipy.optimize import lsq_linear
+
+        k = z.shape[1]
+        a = np.vstack([z, math.sqrt(alpha) * np.eye(k)])
+        b = np.concatenate([y - y.mean(), np.zeros(k)])
+        low = np.where(signs > 0, 0.0, -np.inf)
+        high = np.where(signs < 0, 0.0, np.inf)
+        self.coef = lsq_linear(a, b, bounds=(low, high), method="bvls").x.astype(float)
+        self.intercept = float(y.mean())
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale) @ self.coef + self.intercept

@@ -354,3 +354,24 @@ def test_noise_floor_is_zero_without_noise_and_grows_with_it():
     assert exact["cells"] == 30 and exact["regret_points"] == 0.0
     noisy = noise_floor(*constructed(noise=0.05)[:2])
     assert noisy["regret_points"] > 1.0
+
+
+def test_a_worse_probed_backbone_is_never_predicted_to_fine_tune_better():
+    """The gain models keep the signs of ``SIGNS``: with the data pulling the LogME difference's coefficient
+    negative, the fitted coefficient stays at 0 (and a free fit equals scikit-learn's Ridge)."""
+    from sklearn.linear_model import Ridge
+
+    from advisor.gain import _Linear
+
+    rng = np.random.default_rng(0)
+    probe_gap = -np.abs(rng.normal(0, 0.05, 80))
+    logme_gap = 4 * probe_gap + rng.normal(0, 0.1, 80)  # related to the probe's
+    x = np.column_stack([probe_gap, logme_gap])
+    y = 0.8 * probe_gap - 0.2 * (logme_gap - 4 * probe_gap) + rng.normal(0, 0.001, 80)  # a spurious LogME effect
+    free = Ridge(alpha=1.0).fit((x - x.mean(0)) / x.std(0), y)
+    held = _Linear(x, y, 1.0, ["probe_vs_best", "logme_vs_best"])
+    assert free.coef_[1] < 0 and held.coef[1] == 0.0 and held.coef[0] > 0
+    far_below = np.array([[-0.2, -1.0]])  # a backbone far below the best on both
+    assert held.predict(far_below)[0] < held.predict(np.array([[0.0, 0.0]]))[0]
+    same = _Linear(x, y, 1.0, ["a", "b"])
+    assert np.allclose(same.coef, free.coef_) and same.intercept == pytest.approx(free.intercept_)
