@@ -531,9 +531,10 @@ def format_pilot_evaluation(pilot: Any) -> str:
     lines = ["The pilot (recommend --pilot), leave-one-dataset-out on the held-out cells whose dataset has a study "
              "cell at a quarter of n: the top 4 candidates' accuracy there, read on one half of the test set, picks "
              "scored on the other half (both ways; every method on the same halves):",
-             f"  {'method':<58}{'cells':>6}{'mean':>8}{'median':>8}{'max':>8}"]  # fmt: skip
+             f"  {'method':<58}{'cells':>6}{'mean':>8}{'median':>8}{'max':>8}{'top-1':>8}"]  # fmt: skip
     for r in pilot.itertuples(index=False):
-        lines.append(f"  {r.method:<58}{r.cells:>6}{r.mean_regret:>8.2f}{r.median_regret:>8.2f}{r.max_regret:>8.2f}")
+        lines.append(f"  {r.method:<58}{r.cells:>6}{r.mean_regret:>8.2f}{r.median_regret:>8.2f}{r.max_regret:>8.2f}"
+                     f"{r.top1_agreement:>8.0%}")  # fmt: skip
     cost = float(pilot["pilot_seconds_median"].iloc[0])
     lines.append(f"  regret in accuracy points; the pilot's runs cost {cost:.0f} s per cell (median, the study's "
                  "train + extract seconds of the candidates at the pilot's size)")  # fmt: skip

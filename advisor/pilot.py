@@ -274,6 +274,7 @@ def evaluate_pilot(runs: pd.DataFrame, similarity: pd.DataFrame | None, probes: 
                                 "pilot_size": m, "half": score_half[-1], "method": method,
                                 "strategy": pick[0] if pick else None, "backbone": pick[1] if pick else None,
                                 "accuracy": acc, "best_accuracy": best, "regret": best - acc,
+                                "agrees": bool(pick == scored.idxmax()),
                                 "candidates": len(options), "pilot_seconds": cost})  # fmt: skip
     if not out:
         raise AdvisorError("no held-out cell has a study cell at its pilot size with probes; nothing to score")
@@ -284,13 +285,14 @@ HINDSIGHT = "best constant (hindsight)"
 
 
 def pilot_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per method: cells, mean / median / max regret in points (both halves averaged per cell), pilot cost.
+    """Per method: cells, mean / median / max regret in points (both halves averaged per cell), top-1 agreement
+    (the pick is the scoring half's best option), pilot cost.
 
     Constants are folded into one row, the best constant in hindsight (lowest mean regret among those with a pick
     in every cell), named after the option it is.
     """
-    per_cell = rows.groupby(["method", *KEYS], as_index=False).agg(regret=("regret", "mean"),
-                                                                    seconds=("pilot_seconds", "first"))  # fmt: skip
+    per_cell = rows.assign(agrees=rows["agrees"].astype(float)).groupby(["method", *KEYS], as_index=False).agg(
+        regret=("regret", "mean"), agrees=("agrees", "mean"), seconds=("pilot_seconds", "first"))  # fmt: skip
     constant = per_cell["method"].str.startswith("constant ")
     complete = per_cell[constant].groupby("method")["regret"].apply(lambda r: r.notna().all())
     means = per_cell[constant].groupby("method")["regret"].mean()[complete[complete].index]
@@ -302,6 +304,7 @@ def pilot_summary(rows: pd.DataFrame) -> pd.DataFrame:
         kept = pd.concat([kept, best], ignore_index=True)
     summary = kept.groupby("method").agg(cells=("regret", "count"), mean_regret=("regret", "mean"),
                                          median_regret=("regret", "median"), max_regret=("regret", "max"),
+                                         top1_agreement=("agrees", "mean"),
                                          pilot_seconds_median=("seconds", "median"))  # fmt: skip
     for col in ("mean_regret", "median_regret", "max_regret"):
         summary[col] = 100 * summary[col]
