@@ -51,9 +51,9 @@ SIGNS = {"probe_vs_best": 1.0, "logme_vs_best": 1.0}
 """Coefficient signs the models are held to (``_Linear``): a backbone whose features separate the user's classes
 *worse* than the best backbone's (a lower probe or LogME relative to the best, the rest equal) is never expected to
 end up *better* for it. (Not ``t_deficit``: in the pooled forms the target is the gain over the backbone's *own*
-probe, which a larger deficit rightly raises: fine-tuning recovers part of it.) Unconstrained, the collinear probe and LogME differences took opposite signs on some options, and a
-backbone far below the best (NEU: MobileNet-0.75's LogME 0.5 under the best) was predicted 100 % after
-fine-tuning."""
+probe, which a larger deficit rightly raises: fine-tuning recovers part of it.) Unconstrained, the collinear probe
+and LogME differences took opposite signs on some options, and a backbone far below the best (NEU: MobileNet-0.75's
+LogME 0.5 under the best) was predicted 100 % after fine-tuning."""
 CELL = ["dataset", "n_images", "image_size"]
 FROZEN = 3
 ALPHAS = (100.0, 10.0, 1.0)
