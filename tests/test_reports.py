@@ -638,9 +638,13 @@ def test_the_domain_adaptation_section_shows_the_pair_table(adaptation_report: d
 
 
 def test_the_domain_adaptation_section_puts_the_pair_anchors_beside_our_cells(adaptation_report: dict) -> None:
-    """The DANN paper's MNIST -> MNIST-M numbers beside our small-CNN cells at N_t = 0 (32 px, nearest to 28)."""
+    """The DANN paper's MNIST -> MNIST-M numbers beside our small-CNN cells at N_t = 0 (32 px, nearest to 28); every
+    pair anchor whose target the run holds has a row (SynSigns -> GTSRB, Office-31)."""
     rows = {r["key"]: r["cells"] for r in Page(adaptation_report["html"]).tables["domain-adaptation-anchors"]}
-    assert set(rows) == {"dann-mnist-m", "dann-mnist-m-source-only"}
+    assert set(rows) == {"dann-mnist-m", "dann-mnist-m-source-only", "dann-synsigns-gtsrb",
+                         "dann-synsigns-gtsrb-source-only", "tllib-office31-a2w-dann", "tllib-office31-a2w-erm",
+                         "tllib-office31-d2w-dann", "tllib-office31-d2w-erm"}  # fmt: skip
+    assert rows["tllib-office31-a2w-dann"][0] == "office31_amazon → office31_webcam"
     table = adaptation_report["table"].set_index(["source", "dataset", "n_target_labels", "network"])
     cnn = table.loc[("mnist", "mnist_m", 0, "small CNN")]
     for key, published, ours in (("dann-mnist-m", 0.7666, cnn["dann"]), ("dann-mnist-m-source-only", 0.5225,
