@@ -481,7 +481,19 @@ def _rules_regret(runs: Any, similarity: Any, probes: Any) -> str:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from advisor.data import load_results
-    from advisor.evaluate import evaluate_methods, method_summary, noise_floor, same_cells, summary
+    from advisor.evaluate import (
+        ADVISOR,
+        ADVISOR_PROBES,
+        BEST_PROBE,
+        HINDSIGHT,
+        TEXTBOOK,
+        evaluate_methods,
+        method_summary,
+        noise_floor,
+        paired_difference,
+        same_cells,
+        summary,
+    )
     from advisor.gain import GainModel
     from advisor.probes import load_probes
 
@@ -494,17 +506,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     methods = method_summary(picks)
     common = method_summary(same_cells(picks)) if probes is not None else None
     pilot = None
+    pairs = [(ADVISOR_PROBES, b) for b in (HINDSIGHT, TEXTBOOK, BEST_PROBE, ADVISOR)] if probes is not None else []
+    paired = [d for d in (paired_difference(picks, m, b) for m, b in pairs) if d is not None]
     if args.pilot:
-        from advisor.pilot import evaluate_pilot, pilot_summary
+        from advisor.pilot import WITH_PILOT, evaluate_pilot, pilot_summary
 
         if probes is None:
             raise AdvisorError("advisor evaluate --pilot needs the study's cell probes (advisor probes writes them)")
-        pilot = pilot_summary(evaluate_pilot(runs, similarity, probes, GainModel()))
+        pilot_rows = evaluate_pilot(runs, similarity, probes, GainModel())
+        pilot = pilot_summary(pilot_rows)
+        winner = next((m for m in pilot["method"] if str(m).startswith(HINDSIGHT)), None)
+        constant = None if winner is None else "constant " + str(winner).split(": ", 1)[1]
+        for baseline in (ADVISOR_PROBES, constant):
+            d = paired_difference(pilot_rows, WITH_PILOT, baseline) if baseline else None
+            if d is not None:
+                paired.append({**d, "scoring": "half-split (the pilot's evaluation)"})
     if args.json:
         same = None if common is None else json.loads(common.to_json(orient="records"))
         print(json.dumps({"summary": s, "methods": json.loads(methods.to_json(orient="records")),
                           "methods_same_cells": same,
                           "pilot": None if pilot is None else json.loads(pilot.to_json(orient="records")),
+                          "paired_differences": paired,
                           "cells": json.loads(table.to_json(orient="records")),
                           "picks": json.loads(picks.to_json(orient="records"))}, indent=2))  # fmt: skip
         return 0
@@ -512,6 +534,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(format_methods(common, True, f"the {int(common['cells'].max())} held-out cells with probes"))
         print()
     print(format_methods(methods, probes is not None, "every held-out cell"))
+    if paired:
+        print(format_paired([d for d in paired if "scoring" not in d]))
     floor = s["noise_floor"]
     print(f"Noise floor: the option that won on one seed, scored on the other seed, loses {floor['regret_points']:.2f} "
           f"points on average ({floor['cells']} cells): measurement noise among close options, not advice.")
@@ -523,7 +547,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     if pilot is not None:
         print()
         print(format_pilot_evaluation(pilot))
+        print(format_paired([d for d in paired if "scoring" in d]))
     return 0
+
+
+def format_paired(paired: list[dict[str, Any]]) -> str:
+    """Paired regret differences with dataset-bootstrap 95 % intervals (``advisor.evaluate.paired_difference``)."""
+    lines = ["Paired differences in mean regret (points; 95 % interval from resampling held-out datasets; below 0 = "
+             "the first method loses less):"]  # fmt: skip
+    for d in paired:
+        lines.append(f"  {d['method']} - {d['baseline']}: {d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] "
+                     f"over {d['cells']} cells of {d['datasets']} datasets")  # fmt: skip
+    return "\n".join(lines)
 
 
 def format_pilot_evaluation(pilot: Any) -> str:

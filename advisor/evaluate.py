@@ -285,6 +285,31 @@ def method_summary(picks: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["_k", "mean_regret", "method"]).drop(columns="_k").reset_index(drop=True)
 
 
+def paired_difference(picks: pd.DataFrame, method: str, baseline: str, n_boot: int = 2000,
+                      seed: int = 0) -> dict[str, Any] | None:  # fmt: skip
+    """Mean regret of ``method`` minus ``baseline`` on the cells both scored, in points, with a 95 % interval from a
+    bootstrap that resamples held-out *datasets* (the unit leave-one-dataset-out generalises over; a dataset's cells
+    are not independent). None when they share no cell. ``baseline`` may be a prefix (the hindsight constant's name
+    carries its option)."""
+    keys = ["group", "dataset", "n_images", "image_size"]
+    names = [m for m in picks["method"].unique() if m == baseline or str(m).startswith(baseline)]
+    if method not in set(picks["method"]) or not names:
+        return None
+    a = picks[picks["method"] == method].dropna(subset=["regret"]).groupby(keys)["regret"].mean()
+    b = picks[picks["method"] == names[0]].dropna(subset=["regret"]).groupby(keys)["regret"].mean()
+    diff = (a - b).dropna()
+    if diff.empty:
+        return None
+    by_group = diff.groupby(level="group")
+    sums, counts = by_group.sum().to_numpy(), by_group.size().to_numpy()
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(sums), size=(n_boot, len(sums)))
+    boot = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return {"method": method, "baseline": names[0], "cells": int(len(diff)), "datasets": int(len(sums)),
+            "difference": 100 * float(diff.mean()), "low": 100 * float(low), "high": 100 * float(high)}  # fmt: skip
+
+
 def _folds(runs: pd.DataFrame, similarity: pd.DataFrame | None, groups: list[str]
            ) -> Iterator[tuple[str, pd.DataFrame, pd.DataFrame | None, pd.DataFrame]]:  # fmt: skip
     """Per held-out base dataset: (group, training runs, training similarity rows, held-out runs).

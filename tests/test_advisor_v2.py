@@ -375,3 +375,17 @@ def test_a_worse_probed_backbone_is_never_predicted_to_fine_tune_better():
     assert held.predict(far_below)[0] < held.predict(np.array([[0.0, 0.0]]))[0]
     same = _Linear(x, y, 1.0, ["a", "b"])
     assert np.allclose(same.coef, free.coef_) and same.intercept == pytest.approx(free.intercept_)
+
+
+def test_paired_difference_resamples_held_out_datasets(evaluated):
+    from advisor.evaluate import paired_difference
+
+    _, picks = evaluated
+    d = paired_difference(picks, ADVISOR_PROBES, HINDSIGHT)
+    assert d["datasets"] == 6 and d["cells"] == 30 and d["low"] <= d["difference"] <= d["high"]
+    assert d["baseline"].startswith(HINDSIGHT)  # the prefix finds the hindsight constant's full name
+    same = paired_difference(picks, ADVISOR_PROBES, ADVISOR_PROBES)
+    assert same["difference"] == 0 and same["low"] == same["high"] == 0
+    textbook = paired_difference(picks, ADVISOR_PROBES, TEXTBOOK)
+    assert textbook["high"] < 0  # on the constructed study the advisor loses less than the textbook, beyond noise
+    assert paired_difference(picks, "no such method", TEXTBOOK) is None
