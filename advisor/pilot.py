@@ -111,6 +111,10 @@ def run_pilot(folder: Any, ranking: pd.DataFrame, traits: dict[str, Any], gain: 
     t0 = time.perf_counter()
     with loaded_folder(folder, OTHER, image_size) as (_, _, ds):
         labels = ds.pool.labels
+        m = pilot_size(min(n, len(labels)))  # the training pool: the folder less its held-out split
+        if m is None:
+            raise AdvisorError(f"--pilot needs at least {RATIO * PILOT_SIZES[0]} training images; the folder's "
+                               f"training pool (the held-out split aside) has {len(labels)}: drop --pilot")  # fmt: skip
         train_idx, val_idx = train_val_split(labels, m, seed, dataset=ds.name, groups=ds.pool.groups)
         rest = np.setdiff1d(np.arange(len(labels)), np.concatenate([train_idx, val_idx]))
         if ds.pool.groups is not None:  # a group (patient, object) in the pilot's training images never scores it

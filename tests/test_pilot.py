@@ -161,3 +161,6 @@ def test_pilot_bad_inputs_are_one_line_errors(tmp_path):
     assert code == 2 and "positive number of minutes" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(Exception, match="at least 200 training images"):
         run_pilot(root, pd.DataFrame(), {"n_images": 32}, None, minutes=1, image_size=32, progress=False)
+    mid = make_folder(tmp_path / "mid", {"a": 120, "b": 120}, size=16)  # 240 images, 192 once 20 % is held out
+    with pytest.raises(Exception, match="training pool .* has 192"):
+        run_pilot(mid, pd.DataFrame(), {"n_images": 240}, None, minutes=1, image_size=32, progress=False)
