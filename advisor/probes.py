@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from advisor.data import OTHER, AdvisorError
+from study.cache.json_files import cache_json
 from study.errors import StudyError
 
 PROBES_FILE = "probes.parquet"
@@ -76,18 +77,6 @@ def probe_images(engine: Any, data: Any, backbone: str, rows: np.ndarray, labels
            "probe_seconds": scores.pop("seconds")}  # fmt: skip
     cache_json(stored, out)
     return out
-
-
-def cache_json(path: Path, value: Any) -> None:
-    """Store ``value`` as JSON at ``path`` atomically (written beside it, then renamed); a read-only or full cache
-    only costs the recomputation next time, so write errors are ignored."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(value))
-        os.replace(tmp, path)
-    except OSError:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------------- a folder
@@ -165,9 +154,12 @@ def probe_ranking(folder: str | Path, advisor: Any, runs: pd.DataFrame, similari
 
 def fit_gain(runs: pd.DataFrame, similarity: pd.DataFrame | None, study_probes: pd.DataFrame | None) -> Any:
     """The probe-based advisor fitted on the study's runs and cell probes (None without cell probes)."""
+    from advisor.fitted import cached_fit
     from advisor.gain import GainModel
 
-    return None if study_probes is None else GainModel().fit(runs, similarity, study_probes)
+    if study_probes is None:
+        return None
+    return cached_fit("gain", lambda: GainModel().fit(runs, similarity, study_probes), runs, similarity, study_probes)
 
 
 # ---------------------------------------------------------------------------------------------------- study cells

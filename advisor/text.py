@@ -184,7 +184,7 @@ def _cached(stored: Path, compute: Any) -> dict[str, Any]:
     out = compute()
     if out.get("gap_error"):
         return {**out, "cached": False}  # measure the gap again next time, once its reference is there
-    from advisor.probes import cache_json
+    from study.cache.json_files import cache_json
 
     cache_json(stored, out)
     return {**out, "cached": False}

@@ -389,3 +389,48 @@ def test_paired_difference_resamples_held_out_datasets(evaluated):
     textbook = paired_difference(picks, ADVISOR_PROBES, TEXTBOOK)
     assert textbook["high"] < 0  # on the constructed study the advisor loses less than the textbook, beyond noise
     assert paired_difference(picks, "no such method", TEXTBOOK) is None
+
+
+def test_the_domain_gap_is_computed_once_per_pair_of_feature_matrices(tmp_path, monkeypatch):
+    """``gap_distance`` keys its Fréchet distance by the bytes of both feature matrices: asking again about the same
+    images is a file read (warm ``advisor recommend --data-dir``), other images are computed afresh."""
+    from types import SimpleNamespace
+
+    import study.probes.domain as domain
+
+    rng = np.random.default_rng(0)
+    ours, ref = rng.normal(0, 1, (40, 6)), rng.normal(0.5, 1, (60, 6))
+    calls = []
+    real = domain.frechet_distance
+    monkeypatch.setattr(domain, "frechet_distance", lambda a, b: calls.append(1) or real(a, b))
+    monkeypatch.setattr(domain, "sample_features", lambda ds, spec, size, engine: (ds, None))
+    monkeypatch.setattr(domain, "reference_features", lambda spec, size, engine, load: ref)
+    engine = SimpleNamespace(cache=SimpleNamespace(root=tmp_path / "activations"))
+    first = domain.gap_distance(ours, "mobilenet_v2", 64, engine, None)
+    again = domain.gap_distance(ours, "mobilenet_v2", 64, engine, None)
+    assert first == again and len(calls) == 1 and first == pytest.approx(real(ours, ref))
+    other = domain.gap_distance(ours + 1.0, "mobilenet_v2", 64, engine, None)
+    assert len(calls) == 2 and other != first
+
+
+def test_fitted_models_are_cached_by_their_rows_code_and_versions(tmp_path, monkeypatch):
+    """``cached_fit``: the same rows give the stored model without fitting; any changed cell refits; a corrupt entry
+    is refitted, never an error."""
+    from advisor.fitted import cached_fit
+
+    monkeypatch.setenv("TRANSFER_STUDY_CACHE", str(tmp_path))
+    runs, sims, _ = constructed()
+    fits = []
+
+    def fit():
+        fits.append(1)
+        return {"fitted": len(fits)}
+
+    first = cached_fit("demo", fit, runs, sims)
+    assert cached_fit("demo", fit, runs, sims) == first and len(fits) == 1
+    changed = runs.copy()
+    changed.loc[changed.index[0], "accuracy"] += 0.001
+    assert cached_fit("demo", fit, changed, sims) == {"fitted": 2}
+    for entry in (tmp_path / "advisor").glob("demo-*.pkl"):
+        entry.write_bytes(b"not a pickle")
+    assert cached_fit("demo", fit, runs, sims) == {"fitted": 3}

@@ -85,13 +85,29 @@ def gap_distance(ds: LoadedDataset, backbone: str, size: int, engine: FeatureEng
     """Only the Fréchet distance of ``measure`` (same sample, reference and estimator): what a user's domain gap
     needs, without the probes ``measure`` also runs on that sample (they took 28 of a folder's 60 s of gap
     measurement over five backbones, beside a sweep). One BLAS thread: small matrices, shared cores."""
+    import hashlib
+    from pathlib import Path
+
     from threadpoolctl import threadpool_limits
+
+    from study.cache.json_files import cache_json, cached_json
 
     spec = get_backbone(backbone)
     feats, _ = sample_features(ds, spec, size, engine)
     ref = reference_features(spec, size, engine, load)
+    # the distance is a pure function of the two feature matrices: keyed by their bytes, asking again about the same
+    # images costs a file read, not the matrix square root (about half of a warm `advisor recommend --data-dir`)
+    key = hashlib.sha256(b"frechet-1")
+    for part in (feats, ref):
+        key.update(str(part.shape).encode() + np.ascontiguousarray(part, dtype=np.float32).tobytes())
+    stored = Path(engine.cache.root).parent / "gaps" / f"{key.hexdigest()[:32]}.json"
+    hit = cached_json(stored)
+    if isinstance(hit, dict) and "frechet_distance" in hit:
+        return float(hit["frechet_distance"])
     with threadpool_limits(1):
-        return float(frechet_distance(feats.astype(np.float64), ref.astype(np.float64)))
+        distance = float(frechet_distance(feats.astype(np.float64), ref.astype(np.float64)))
+    cache_json(stored, {"frechet_distance": distance, "backbone": backbone, "image_size": int(size)})
+    return distance
 
 
 def score_key(backbone: str, size: int) -> str:
