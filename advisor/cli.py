@@ -442,27 +442,33 @@ def _predict_text(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> int:
-    from advisor.gain import GainModel
-    from advisor.probes import load_probes
+    from advisor.fitted import cached_fit
+    from advisor.probes import fit_gain, load_probes
     from advisor.rules import ProbeRules
 
     advisor, runs, similarity, _ = load_fitted(args.results)
     probes = load_probes(args.results)
     if probes is not None:
-        rules = ProbeRules().fit(GainModel().fit(runs, similarity, probes))
+        rules = ProbeRules().fit(fit_gain(runs, similarity, probes))
         print(rules.text(), flush=True)
-        print(_rules_regret(runs, similarity, probes))
+        regret = cached_fit("rules-regret", lambda: _rules_regret(runs, similarity, probes, say=True), runs,
+                            similarity, probes)  # fmt: skip
+        print(regret)
         print()
         print("Without measuring your images (traits only):")
     print(advisor.rules_text())
     return 0
 
 
-def _rules_regret(runs: Any, similarity: Any, probes: Any) -> str:
+def _rules_regret(runs: Any, similarity: Any, probes: Any, say: bool = False) -> str:
     """The rules' leave-one-dataset-out regret beside the probe advisor's and the best constant's (the rules and
     the advisor refitted without each held-out dataset, as in advisor evaluate; the traits-only advisor is not
-    needed here, so a cheap one fills its slot)."""
+    needed here, so a cheap one fills its slot). ``advisor rules`` keeps the line in the cache (``cached_fit``)."""
     import math
+
+    if say:
+        print("measuring these rules' leave-one-dataset-out regret (a couple of minutes on the broad reference; "
+              "kept in the cache for next time)", file=sys.stderr, flush=True)  # fmt: skip
 
     from advisor.evaluate import ADVISOR_PROBES, RULES, evaluate_methods, method_summary
     from advisor.gain import GainModel
