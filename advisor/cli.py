@@ -252,23 +252,17 @@ def _probe_advice(args: argparse.Namespace, folder: Any, advisor: Any, runs: Any
                   values: dict[str, Any]) -> tuple[Any, Any, Any]:  # fmt: skip
     """The folder's probes per backbone, the gain model's ranking when the results carry cell probes, and with
     ``--pilot`` the pilot's runs and re-ranking (``advisor.pilot.run_pilot``)."""
-    from advisor.probes import fit_gain, load_probes, probe_ranking
+    from advisor.pilot import pilot_gain, run_pilot
+    from advisor.probes import probe_ranking
 
     def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
-    gain = None
-    if args.pilot is not None:
-        gain = fit_gain(runs, similarity, load_probes(args.results))
-        if gain is None:
-            raise AdvisorError("--pilot needs the study's cell probes beside the results (advisor probes --results "
-                               "SOURCE writes them)")  # fmt: skip
+    gain = pilot_gain(runs, similarity, args.results) if args.pilot is not None else None
     probes, ranking = probe_ranking(folder, advisor, runs, similarity, values, args.results, backbone=args.backbone,
                                     image_size=args.image_size, warn=warn, gain=gain)  # fmt: skip
     if gain is None or ranking is None:
         return probes, ranking, None
-    from advisor.pilot import run_pilot
-
     pilot = run_pilot(folder, ranking, values, gain, minutes=args.pilot,
                       image_size=args.image_size or advisor.default_size_, warn=warn)  # fmt: skip
     return probes, ranking, pilot
@@ -521,10 +515,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise AdvisorError("advisor evaluate --pilot needs the study's cell probes (advisor probes writes them)")
         pilot_rows = evaluate_pilot(runs, similarity, probes, GainModel())
         pilot = pilot_summary(pilot_rows)
-        winner = next((m for m in pilot["method"] if str(m).startswith(HINDSIGHT)), None)
-        constant = None if winner is None else "constant " + str(winner).split(": ", 1)[1]
-        for baseline in (ADVISOR_PROBES, constant):
-            d = paired_difference(pilot_rows, WITH_PILOT, baseline) if baseline else None
+        for baseline in (ADVISOR_PROBES, HINDSIGHT):
+            d = paired_difference(pilot_rows, WITH_PILOT, baseline)
             if d is not None:
                 paired.append({**d, "scoring": "half-split (the pilot's evaluation)"})
     if args.json:

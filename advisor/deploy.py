@@ -248,19 +248,15 @@ def train(
                                        backbone=advised))  # fmt: skip
         probe_pick = None
         if strategy is None and backbone is None:  # the ranking advisor recommend --data-dir leads with
-            from advisor.probes import fit_gain, load_probes, probe_ranking
+            from advisor.pilot import pilot_gain, run_pilot
+            from advisor.probes import probe_ranking
 
             say("probing the frozen backbones on your training images")
             traits = {"n_images": n_pool, "n_classes": measured["n_classes"], "gap": measured["gap"]}
-            gain = fit_gain(runs, similarity, load_probes(results)) if pilot_minutes is not None else None
-            if pilot_minutes is not None and gain is None:
-                raise AdvisorError("--pilot needs the study's cell probes beside the results (advisor probes "
-                                   "--results SOURCE writes them)")  # fmt: skip
+            gain = pilot_gain(runs, similarity, results) if pilot_minutes is not None else None
             _, ranking = probe_ranking(root, advisor, runs, similarity, traits, results, image_size=image_size,
                                        warn=warn, progress=False, ranking_only=True, gain=gain)  # fmt: skip
             if ranking is not None and pilot_minutes is not None:
-                from advisor.pilot import run_pilot
-
                 say(f"piloting the top candidates within {pilot_minutes:g} min")
                 piloted = run_pilot(root, ranking, traits, gain, minutes=pilot_minutes,
                                     image_size=image_size or advisor.default_size_, seed=seed, epochs=epochs,

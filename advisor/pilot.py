@@ -61,7 +61,7 @@ def update(predicted_n: pd.DataFrame, predicted_m: pd.DataFrame, pilot: pd.DataF
     at_m = predicted_m.set_index(key)["accuracy"].rename("predicted_m")
     measured = pilot.set_index(key)["accuracy"].rename("pilot")
     out = predicted_n.join(at_m, on=key).join(measured, on=key)
-    out["shift"] = (out["pilot"] - out["predicted_m"]).where(out["pilot"].notna(), 0.0).fillna(0.0)
+    out["shift"] = (out["pilot"] - out["predicted_m"]).fillna(0.0)  # 0 where not piloted
     for col in ("accuracy", "low", "high"):
         if col in out:
             out[col] = (out[col] + out["shift"]).clip(0.0, 1.0)
@@ -70,6 +70,18 @@ def update(predicted_n: pd.DataFrame, predicted_m: pd.DataFrame, pilot: pd.DataF
 
 
 # ----------------------------------------------------------------------------------------------- on a folder
+
+def pilot_gain(runs: pd.DataFrame, similarity: pd.DataFrame | None, results: Any) -> Any:
+    """The fitted gain model a pilot re-ranks with (``advisor.probes.fit_gain``); a one-line error when the results
+    carry no cell probes (recommend --pilot and train --pilot alike)."""
+    from advisor.probes import fit_gain, load_probes
+
+    gain = fit_gain(runs, similarity, load_probes(results))
+    if gain is None:
+        raise AdvisorError("--pilot needs the study's cell probes beside the results (advisor probes --results "
+                           "SOURCE writes them)")  # fmt: skip
+    return gain
+
 
 MAX_SCORED = 1000
 """At most this many of the user's other training images score the pilot (a fixed seeded subset)."""
@@ -103,18 +115,15 @@ def run_pilot(folder: Any, ranking: pd.DataFrame, traits: dict[str, Any], gain: 
     if not minutes > 0:
         raise AdvisorError(f"--pilot must be a positive number of minutes, got {minutes!r}")
     n = int(traits["n_images"])
-    m = pilot_size(n)
-    if m is None:
-        raise AdvisorError(f"--pilot needs at least {RATIO * PILOT_SIZES[0]} training images (a pilot trains on a "
-                           f"quarter of them and scores on the rest); the folder has {n}: drop --pilot")  # fmt: skip
     chosen = candidates(ranking, k)
     t0 = time.perf_counter()
     with loaded_folder(folder, OTHER, image_size) as (_, _, ds):
         labels = ds.pool.labels
         m = pilot_size(min(n, len(labels)))  # the training pool: the folder less its held-out split
         if m is None:
-            raise AdvisorError(f"--pilot needs at least {RATIO * PILOT_SIZES[0]} training images; the folder's "
-                               f"training pool (the held-out split aside) has {len(labels)}: drop --pilot")  # fmt: skip
+            raise AdvisorError(f"--pilot needs at least {RATIO * PILOT_SIZES[0]} training images (a pilot trains on "
+                               "a quarter of them and scores on the rest); the folder's training pool (the held-out "
+                               f"split aside) has {len(labels)}: drop --pilot")  # fmt: skip
         train_idx, val_idx = train_val_split(labels, m, seed, dataset=ds.name, groups=ds.pool.groups)
         rest = np.setdiff1d(np.arange(len(labels)), np.concatenate([train_idx, val_idx]))
         if ds.pool.groups is not None:  # a group (patient, object) in the pilot's training images never scores it
@@ -198,8 +207,9 @@ def evaluate_pilot(runs: pd.DataFrame, similarity: pd.DataFrame | None, probes: 
     One row per (held-out cell, scoring half, method): cells whose dataset has a study cell at ``pilot_size(n)``
     (same image size) with probes. Methods: the probe advisor; the advisor after the pilot; the pilot alone
     (the best piloted accuracy at m, no shift); best probe; exhaustive selection (every option trained at the full
-    n and the best picked on the other half: the floor a measurement-only choice reaches). ``pilot_seconds``: what
-    the pilot's runs cost in the study (train + extract seconds at m, summed over the candidates).
+    n and the best picked on the other half: the floor a measurement-only choice reaches); every constant
+    (``kind`` "constant") and the best of them in hindsight (``advisor.evaluate.with_hindsight``). ``pilot_seconds``:
+    what the pilot's runs cost in the study (train + extract seconds at m, summed over the candidates).
     """
     from sklearn.base import clone
 
@@ -212,6 +222,7 @@ def evaluate_pilot(runs: pd.DataFrame, similarity: pd.DataFrame | None, probes: 
         _folds,
         _probe_groups,
         held_out_frame,
+        with_hindsight,
     )
     from advisor.model import Advisor
 
@@ -270,43 +281,29 @@ def evaluate_pilot(runs: pd.DataFrame, similarity: pd.DataFrame | None, probes: 
                 picks = {ADVISOR_PROBES: advisor_pick, WITH_PILOT: piloted,
                          "pilot alone (best at m)": alone, BEST_PROBE: probe_pick,
                          "exhaustive (all options at n, other half)": exhaustive}  # fmt: skip
-                for option in options_all:
-                    picks[f"constant {option[0]}/{option[1]}"] = measured_fallback(option, list(at_n.index))
-                for method, pick in picks.items():
+                constants = {f"constant {o[0]}/{o[1]}": measured_fallback(o, list(at_n.index)) for o in options_all}
+                for method, pick in {**picks, **constants}.items():
                     acc = float(scored[pick]) if pick in scored.index else math.nan
                     out.append({"group": group, "dataset": dataset, "n_images": n, "image_size": size,
                                 "pilot_size": m, "half": score_half[-1], "method": method,
+                                "kind": "constant" if method in constants else "method",
                                 "strategy": pick[0] if pick else None, "backbone": pick[1] if pick else None,
                                 "accuracy": acc, "best_accuracy": best, "regret": best - acc,
                                 "agrees": bool(pick == scored.idxmax()),
                                 "candidates": len(options), "pilot_seconds": cost})  # fmt: skip
     if not out:
         raise AdvisorError("no held-out cell has a study cell at its pilot size with probes; nothing to score")
-    return pd.DataFrame(out)
-
-
-HINDSIGHT = "best constant (hindsight)"
+    return with_hindsight(pd.DataFrame(out))
 
 
 def pilot_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per method: cells, mean / median / max regret in points (both halves averaged per cell), top-1 agreement
-    (the pick is the scoring half's best option), pilot cost.
-
-    Constants are folded into one row, the best constant in hindsight (lowest mean regret among those with a pick
-    in every cell), named after the option it is.
-    """
-    per_cell = rows.assign(agrees=rows["agrees"].astype(float)).groupby(["method", *KEYS], as_index=False).agg(
+    (the pick is the scoring half's best option), pilot cost. Of the constants only the best in hindsight
+    (``advisor.evaluate.with_hindsight``, chosen in ``evaluate_pilot``) is kept."""
+    kept = rows[rows["kind"] != "constant"]
+    per_cell = kept.assign(agrees=kept["agrees"].astype(float)).groupby(["method", *KEYS], as_index=False).agg(
         regret=("regret", "mean"), agrees=("agrees", "mean"), seconds=("pilot_seconds", "first"))  # fmt: skip
-    constant = per_cell["method"].str.startswith("constant ")
-    complete = per_cell[constant].groupby("method")["regret"].apply(lambda r: r.notna().all())
-    means = per_cell[constant].groupby("method")["regret"].mean()[complete[complete].index]
-    kept = per_cell[~constant]
-    if len(means):
-        winner = str(means.sort_values(kind="stable").index[0])
-        best = per_cell[per_cell["method"] == winner].assign(
-            method=f"{HINDSIGHT}: {winner.removeprefix('constant ')}")  # fmt: skip
-        kept = pd.concat([kept, best], ignore_index=True)
-    summary = kept.groupby("method").agg(cells=("regret", "count"), mean_regret=("regret", "mean"),
+    summary = per_cell.groupby("method").agg(cells=("regret", "count"), mean_regret=("regret", "mean"),
                                          median_regret=("regret", "median"), max_regret=("regret", "max"),
                                          top1_agreement=("agrees", "mean"),
                                          pilot_seconds_median=("seconds", "median"))  # fmt: skip
