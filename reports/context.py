@@ -375,8 +375,10 @@ def anchor_groups(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             g["findings"].append(row["finding"])
         name = row.get("name", row["id"])
         size = row.get("image_size")
-        protocol = (f"{row.get('model', name)}; {size}{' px' if isinstance(size, int) else ''}, "
-                    f"{row.get('train_images', '?')} training images"
+        text = row.get("modality") == "text"  # a text anchor's size is its token budget, its examples texts
+        unit = (" tokens" if text else " px") if isinstance(size, int) else ""
+        protocol = (f"{row.get('model', name)}; {size}{unit}, "
+                    f"{row.get('train_images', '?')} training {'texts' if text else 'images'}"
                     + (f", {row['epochs']} epochs" if row.get("epochs") is not None else "")
                     + f"; evaluated on the {row.get('evaluated_on', 'test set')}")  # fmt: skip
         g["protocols"].setdefault(name, protocol)
@@ -412,7 +414,9 @@ def context(data: rdata.ReportData, downloads: Mapping[str, Any], title: str | N
     winners = rdata.domain_size_winners(data)
     gains_cols = NEGATIVE_COLUMNS
     neg = data.negative_transfer
-    anchors = rdata.anchor_rows(data, rdata.load_anchors())
+    text = text_section(data)
+    published = [a for a in rdata.load_anchors() if text is not None or a.get("modality") != "text"]  # text: if any
+    anchors = rdata.anchor_rows(data, published)
     datasets = data.datasets.rename(columns={rdata.SIMILARITY_SCORE: "frechet_distance (lower = closer)"})
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     grids = ", ".join(info["grids"]) or "unknown grid"
@@ -449,7 +453,7 @@ def context(data: rdata.ReportData, downloads: Mapping[str, Any], title: str | N
         "backbones": backbones_section(data),
         "advisor": advisor_section(data.runs, data.similarity),
         "deployment": deployment_section(data.runs),
-        "text": text_section(data),
+        "text": text,
         "anchors": anchors,
         "anchor_groups": anchor_groups(anchors),
         "adaptation": adaptation_section(data, anchors),

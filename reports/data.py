@@ -24,6 +24,7 @@ from study.analysis import stats
 from study.analysis import tables as analysis
 from study.engine.store import NO_BACKBONE
 from study.errors import StudyError
+from study.train.strategies import strategy_or_none
 
 ANCHORS_FILE = Path(__file__).with_name("anchors.toml")
 JSON_COLUMNS = ("metrics", "curves", "params", "provenance")
@@ -441,6 +442,12 @@ def _pair_match(cand: pd.DataFrame, sel: Mapping[str, Any]) -> pd.DataFrame:
     return cand
 
 
+def input_unit(strategy: Any) -> str:
+    """What a cell's ``image_size`` counts: tokens for a text strategy (its token budget), else pixels."""
+    record = strategy_or_none(str(strategy))
+    return "tokens" if record is not None and record.modality == "text" else "px"
+
+
 def anchor_rows(data: ReportData, anchors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each published number beside our matching cell (best of the selected strategies), or a note why none."""
     means = {m: cell_metric_means(data.runs, m) for m in ("accuracy", "roc_auc")}
@@ -461,7 +468,7 @@ def anchor_rows(data: ReportData, anchors: list[dict[str, Any]]) -> list[dict[st
             cand = cand[cand["n_images"] == n]
             cand = cand[cand["image_size"] == _closest_size(cand["image_size"], a.get("image_size"))]
         row = {**a, "ours_value": None, "ours_cell": None, "difference": None, "ours_seeds": 0,
-               "ours_image_size": None, "ours_n_images": None}  # fmt: skip
+               "ours_image_size": None, "ours_n_images": None, "ours_unit": "px"}  # fmt: skip
         if cand.empty:
             row["ours_note"] = "no matching cell in this run"
         else:
@@ -469,7 +476,7 @@ def anchor_rows(data: ReportData, anchors: list[dict[str, Any]]) -> list[dict[st
             row.update(ours_value=float(top["value"]), difference=float(top["value"]) - float(a["value"]),
                        ours_cell=f"{top['strategy']}/{top['backbone']}", ours_seeds=int(top["n_seeds"]),
                        ours_image_size=int(top["image_size"]), ours_n_images=int(top["n_images"]),
-                       ours_note="")  # fmt: skip
+                       ours_unit=input_unit(top["strategy"]), ours_note="")  # fmt: skip
         rows.append(row)
     return rows
 

@@ -381,14 +381,16 @@ def test_anchors_are_cited_and_matched_to_our_cells(synthetic: dict[str, Any]) -
     ids = [a["id"] for a in anchors]
     assert len(ids) == len(set(ids)) >= 10
     known = {"scratch", "scratch_small", "linear_probe", "feature_extraction", "fine_tune_top", "full_fine_tune",
-             "dann", "dann_cnn", "source_only", "source_only_cnn"}  # fmt: skip
+             "dann", "dann_cnn", "source_only", "source_only_cnn", "text_linear_probe", "text_tfidf_logreg",
+             "text_full_fine_tune", "text_fine_tune_top"}  # fmt: skip
     for a in anchors:
         assert a["url"].startswith("https://") and a["source"] and a["quote"] and a["protocol_differences"]
         assert 0 < a["value"] <= 1
         strategies = a["ours"]["strategies"]
         assert strategies == "any" or set(strategies) <= known
     published_on = {a["dataset"] for a in anchors}
-    assert published_on >= {"cats_and_dogs_filtered", "retinamnist", "chest_xray_pneumonia_224", "mnist"}
+    assert published_on >= {"cats_and_dogs_filtered", "retinamnist", "chest_xray_pneumonia_224", "mnist", "sst2",
+                            "ag_news", "trec"}  # fmt: skip
     ours = {"strategies": ["feature_extraction"], "backbone": "mobilenet_v2", "n_images": "max"}
     fake = [{**anchors[0], "id": "t", "dataset": "natural_a", "metric": "accuracy", "value": 0.9, "ours": ours}]
     (row,) = data.anchor_rows(synthetic["data"], fake)
@@ -399,6 +401,26 @@ def test_anchors_are_cited_and_matched_to_our_cells(synthetic: dict[str, Any]) -
     assert row["ours_n_images"] == 1000 and row["difference"] == pytest.approx(row["ours_value"] - 0.9)
     (missing,) = data.anchor_rows(synthetic["data"], [{**fake[0], "dataset": "mnist"}])
     assert missing["ours_value"] is None and missing["ours_note"]
+
+
+def test_text_anchors_sit_beside_text_cells_in_tokens() -> None:
+    """A text anchor (#23) is matched to the text strategy it names, at its N, and its cell is read in tokens; an image
+    anchor's in px. The committed reference carries the text grid, so every text anchor finds its cell there."""
+    from types import SimpleNamespace
+
+    runs = pd.read_parquet(Path(__file__).resolve().parents[1] / "results" / "reference" / "runs.parquet")
+    anchors = [a for a in data.load_anchors() if a.get("modality") == "text"]
+    assert {a["dataset"] for a in anchors} == {"ag_news", "sst2", "trec"}
+    rows = {r["id"]: r for r in data.anchor_rows(SimpleNamespace(runs=runs), anchors)}
+    assert all(r["ours_value"] is not None and r["ours_unit"] == "tokens" for r in rows.values())
+    mteb = rows["mteb-ag-news-minilm"]
+    assert (mteb["ours_cell"], mteb["ours_n_images"], mteb["ours_image_size"]) == ("text_linear_probe/none", 50, 128)
+    cell = runs[(runs["dataset"] == "ag_news") & (runs["strategy"] == "text_linear_probe") & (runs["n_images"] == 50)]
+    assert mteb["ours_value"] == pytest.approx(cell["accuracy"].mean())
+    assert rows["sbert-senteval-trec-glove"]["ours_cell"].startswith("text_tfidf_logreg")
+    assert rows["minilm-l6-sst2-glue-dev"]["ours_cell"].split("/")[0] in {"text_full_fine_tune", "text_fine_tune_top"}
+    image = [a for a in data.load_anchors() if a["id"] == "dann-mnist-m"]
+    assert data.anchor_rows(SimpleNamespace(runs=runs), image)[0]["ours_unit"] == "px"
 
 
 def test_advisor_failure_becomes_a_note(synthetic: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
