@@ -64,11 +64,19 @@ def text_results(results: str | None) -> str | None:
 
 
 def is_text_input(path: str | Path) -> bool:
-    """A ``.csv`` file, or a folder whose class sub-folders hold ``.txt`` files: the text path of ``recommend``."""
+    """A ``.csv`` file, or a folder whose class sub-folders hold more ``.txt`` files than images: the text path of
+    ``recommend``. Counting both, not spotting one ``.txt``: a folder of image classes with a stray ``notes.txt`` or
+    ``README.txt`` in a class folder is still an image folder."""
+    from study.data.readers import IMAGE_EXTENSIONS
+
     p = Path(path)
     if p.suffix.lower() == ".csv":
         return True
-    return p.is_dir() and any(f.suffix.lower() == TEXT_SUFFIX for d in p.iterdir() if d.is_dir() for f in d.iterdir())
+    if not p.is_dir():
+        return False
+    suffixes = [f.suffix.lower() for d in p.iterdir() if d.is_dir() for f in d.iterdir() if f.is_file()]
+    n_text = sum(s == TEXT_SUFFIX for s in suffixes)
+    return n_text > 0 and n_text > sum(s in IMAGE_EXTENSIONS for s in suffixes)
 
 
 def read_texts(path: str | Path) -> tuple[list[str], list[str]]:

@@ -29,6 +29,21 @@ def test_traits_of_a_csv_and_of_class_folders_agree(tmp_path):
         assert (m["n_texts"], m["n_classes"], m["imbalance"]) == (5, 2, 0.6), source
 
 
+def test_an_image_folder_with_a_stray_txt_file_is_not_text(tmp_path):
+    """A README.txt in one class folder of photos must not send the folder down the text path (it did: any .txt
+    made a folder text, and the image folder failed with "holds a single distinct text")."""
+    for label in ("cats", "dogs"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            (tmp_path / label / f"{i}.jpg").write_bytes(b"")
+    (tmp_path / "cats" / "README.txt").write_text("photos from my phone")
+    assert not is_text_input(tmp_path)
+    for i in range(7):
+        (tmp_path / "dogs" / f"note{i}.txt").write_text(f"text {i}")
+    assert is_text_input(tmp_path)  # more texts than images: text
+    assert not is_text_input(tmp_path / "cats" / "0.jpg") and not is_text_input(tmp_path / "missing")
+
+
 def test_ranking_reads_text_runs_at_the_nearest_size_only():
     runs = _runs([
         ("sst2", "text_linear_probe", 50, 0.80), ("sst2", "text_linear_probe", 1000, 0.86),

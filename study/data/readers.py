@@ -228,13 +228,21 @@ def _scan_image_folder(spec: DatasetSpec, root: Path) -> Scan:
     return scan
 
 
+_WARNED: set[tuple[str, str, tuple[str, ...]]] = set()
+"""The skipped-image warnings this process has printed, so each is said once."""
+
+
 def _allow_unreadable(dataset: str, root: Path, bad: dict[str, str], total: int) -> list[str]:
     """The unreadable images to skip (a handful, logged), or a one-line error naming the first few (too many)."""
     if not bad:
         return []
     names = sorted(bad)
     if len(names) <= UNREADABLE_SKIP_MAX and len(names) <= UNREADABLE_SKIP_SHARE * total:
-        log.warning("dataset %r: skipped %d unreadable images in %s: %s", dataset, len(names), root, ", ".join(names))
+        said = (dataset, str(root), tuple(names))
+        if said not in _WARNED:  # a folder is scanned more than once per command (registration, then loading)
+            _WARNED.add(said)
+            log.warning("dataset %r: skipped %d unreadable image%s in %s: %s", dataset, len(names),
+                        "" if len(names) == 1 else "s", root, ", ".join(names))  # fmt: skip
         return names
     more = f"; also {', '.join(names[1:4])}{' ...' if len(names) > 4 else ''}" if len(names) > 1 else ""
     raise StudyError(
