@@ -9,7 +9,6 @@ third of a warm ``advisor recommend --data-dir``). A missing, unreadable or read
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ def _frame_digest(frame: pd.DataFrame | None) -> bytes:
 def cached_fit(kind: str, fit: Callable[[], Any], *frames: pd.DataFrame | None) -> Any:
     """``fit()``, or the model it returned before for the same ``frames``, code and library versions."""
     from study import config
+    from study.cache.json_files import write_quietly
 
     key = hashlib.sha256(kind.encode() + _code_version())
     for frame in frames:
@@ -58,14 +58,7 @@ def cached_fit(kind: str, fit: Callable[[], Any], *frames: pd.DataFrame | None) 
         except Exception:  # noqa: BLE001 - an unreadable cache entry (truncated, older pickle) is refitted
             pass
     model = fit()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
-            pickle.dump(model, f)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    write_quietly(path, pickle.dumps(model))
     return model
 
 

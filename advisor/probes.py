@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from advisor.data import OTHER, AdvisorError
-from study.cache.json_files import cache_json
+from study.cache.json_files import cache_json, cached_json
 from study.errors import StudyError
 
 PROBES_FILE = "probes.parquet"
@@ -64,11 +64,9 @@ def probe_images(engine: Any, data: Any, backbone: str, rows: np.ndarray, labels
     for part in (rows, labels, groups):
         key.update(b"|" if part is None else np.ascontiguousarray(np.asarray(part).astype(str)).tobytes())
     stored = Path(engine.cache.root).parent / "probes" / f"{key.hexdigest()[:32]}.json"
-    if stored.is_file():
-        try:
-            return {**json.loads(stored.read_text()), "extract_seconds": 0.0, "probe_seconds": 0.0}
-        except (OSError, ValueError):
-            pass  # unreadable: recompute and rewrite
+    hit = cached_json(stored)  # None when missing or unreadable: recompute and rewrite
+    if isinstance(hit, dict):
+        return {**hit, "extract_seconds": 0.0, "probe_seconds": 0.0}
     t0 = time.perf_counter()
     features = engine.pooled(data, spec, "pool", rows)[0].astype(np.float64)
     extract = time.perf_counter() - t0

@@ -184,16 +184,14 @@ def registered_texts(texts: list[str], labels: list[str], source: Path, max_leng
 
 def _cached(stored: Path, compute: Any) -> dict[str, Any]:
     """``compute()``'s JSON, read from ``stored`` when a previous call wrote it (timings then read 0)."""
-    if stored.is_file():
-        try:
-            return {**json.loads(stored.read_text()), "probe_seconds": 0.0, "cached": True}
-        except (OSError, ValueError):
-            pass  # unreadable: recompute and rewrite
+    from study.cache.json_files import cache_json, cached_json
+
+    hit = cached_json(stored)  # None when missing or unreadable: recompute and rewrite
+    if isinstance(hit, dict):
+        return {**hit, "probe_seconds": 0.0, "cached": True}
     out = compute()
     if out.get("gap_error"):
         return {**out, "cached": False}  # measure the gap again next time, once its reference is there
-    from study.cache.json_files import cache_json
-
     cache_json(stored, out)
     return {**out, "cached": False}
 

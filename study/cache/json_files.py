@@ -9,15 +9,21 @@ from pathlib import Path
 from typing import Any
 
 
-def cache_json(path: Path, value: Any) -> None:
-    """Store ``value`` as JSON at ``path`` atomically (written beside it, then renamed); write errors are ignored."""
+def write_quietly(path: Path, payload: bytes) -> None:
+    """Store ``payload`` at ``path`` atomically (written beside it, then renamed); write errors are ignored: a cache
+    entry that could not be kept only costs the recomputation next time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(value))
+        tmp.write_bytes(payload)
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+def cache_json(path: Path, value: Any) -> None:
+    """Store ``value`` as JSON at ``path`` (``write_quietly``)."""
+    write_quietly(path, json.dumps(value).encode())
 
 
 def cached_json(path: Path) -> Any | None:
