@@ -40,7 +40,7 @@ import pandas as pd
 
 from advisor.data import AdvisorError, load_results
 from study.errors import StudyError
-from study.train.strategies import strategy_or_none
+from study.train.strategies import is_text_strategy, strategy_or_none
 
 TEXT_SUFFIX = ".txt"
 PROBE_MAX_LENGTH = 128
@@ -122,17 +122,12 @@ def measure_texts(path: str | Path) -> dict[str, Any]:
             "median_characters": int(np.median([len(t) for t in texts]))}  # fmt: skip
 
 
-def _is_text_strategy(name: str) -> bool:
-    record = strategy_or_none(name)
-    return record is not None and record.modality == "text"
-
-
 def rank_text_strategies(runs: pd.DataFrame, n_texts: int) -> list[dict[str, Any]]:
     """Text strategies best first: mean accuracy over the text datasets at their measured size nearest ``n_texts``."""
     if runs.empty or "strategy" not in runs:
         text = runs
     else:
-        text = runs[runs["strategy"].map(_is_text_strategy)]
+        text = runs[runs["strategy"].map(is_text_strategy)]
         if "degenerate" in text:
             text = text[~text["degenerate"].fillna(False).astype(bool)]
         text = text.dropna(subset=["accuracy"])

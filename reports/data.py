@@ -24,7 +24,7 @@ from study.analysis import stats
 from study.analysis import tables as analysis
 from study.engine.store import NO_BACKBONE
 from study.errors import StudyError
-from study.train.strategies import strategy_or_none
+from study.train.strategies import is_text_strategy
 
 ANCHORS_FILE = Path(__file__).with_name("anchors.toml")
 JSON_COLUMNS = ("metrics", "curves", "params", "provenance")
@@ -444,8 +444,7 @@ def _pair_match(cand: pd.DataFrame, sel: Mapping[str, Any]) -> pd.DataFrame:
 
 def input_unit(strategy: Any) -> str:
     """What a cell's ``image_size`` counts: tokens for a text strategy (its token budget), else pixels."""
-    record = strategy_or_none(str(strategy))
-    return "tokens" if record is not None and record.modality == "text" else "px"
+    return "tokens" if is_text_strategy(strategy) else "px"
 
 
 def anchor_rows(data: ReportData, anchors: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,13 +9,12 @@ which the report's gain over the *best* baseline does not say. Which rows are te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
 from reports.data import ReportData
 from study.analysis import stats
-from study.train.strategies import strategy_or_none
+from study.train.strategies import is_text_strategy, strategy_or_none
 
 TFIDF = "text_tfidf_logreg"
 """The classical baseline every MiniLM strategy is compared with (the one practitioners would otherwise use)."""
@@ -25,11 +24,6 @@ FROZEN_LEVEL = 3
 
 GAIN_COLUMNS = ["dataset", "n_images", "image_size", "strategy", "encoder", "accuracy", "tfidf_accuracy", "gain",
                 "gain_ci_low", "gain_ci_high", "n_seeds", "tfidf_n_seeds", "verdict"]  # fmt: skip
-
-
-def is_text_strategy(name: Any) -> bool:
-    record = strategy_or_none(str(name))
-    return record is not None and record.modality == "text"
 
 
 @dataclass

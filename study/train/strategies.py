@@ -106,6 +106,12 @@ def strategy_or_none(name: str) -> Strategy | None:
     return STRATEGIES.get(name) if name in STRATEGIES else None
 
 
+def is_text_strategy(name: Any) -> bool:
+    """Whether ``name`` is a known text strategy (its record's ``modality``); unknown names are not."""
+    record = strategy_or_none(str(name))
+    return record is not None and record.modality == "text"
+
+
 # --------------------------------------------------------------------------------------------- building blocks
 
 
