@@ -39,7 +39,7 @@ from study.cache.json_files import cache_json, cached_json
 from study.errors import StudyError
 
 PROBES_FILE = "probes.parquet"
-PROBES_VERSION = 2
+PROBES_VERSION = 3
 """Bump when ``study.probes.scores`` changes what it computes: cached scores of older versions are ignored."""
 KEY = ["dataset", "n_images", "seed", "image_size", "backbone"]
 COLUMNS = [*KEY, "linear_probe_accuracy", "linear_probe_std", "knn_accuracy", "logme", "n", "n_classes", "folds",
@@ -181,10 +181,19 @@ def load_probes(source: str | Path | None) -> pd.DataFrame | None:
     if path is None or not path.is_file():
         return None
     try:
-        return pd.read_parquet(path)
+        table = pd.read_parquet(path)
     except Exception as error:  # pyarrow raises many types; all mean "unreadable"
         raise AdvisorError(f"cannot read {path}: {str(error).splitlines()[0]}; delete it and rerun advisor probes"
                            ) from None  # fmt: skip
+    if "probes_version" not in table.columns or table.empty:
+        return table
+    # Probes of an older definition sit on another scale than the user's folder's: never fit on them.
+    current = table[table["probes_version"] == PROBES_VERSION]
+    if current.empty:
+        raise AdvisorError(f"{path} holds probes of an older definition (version "
+                           f"{int(table['probes_version'].max())}, now {PROBES_VERSION}); recompute them: advisor "
+                           f"probes --results {path.parent}")  # fmt: skip
+    return current.reset_index(drop=True)
 
 
 def study_cells(runs: pd.DataFrame) -> pd.DataFrame:

@@ -23,11 +23,20 @@ import argparse
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = ("standardised", "raw", "l2")
+
+
+def _features(runner: Any, data: Any, spec: Any, split: str, idx: np.ndarray) -> np.ndarray:
+    """Pooled image features of a backbone, or (``spec`` None) MiniLM's cached text embeddings, as float64."""
+    from study.train.text_strategies import _emb
+
+    out = _emb(data, runner.engine, split, idx) if spec is None else runner.engine.pooled(data, spec, split, idx)[0]
+    return np.asarray(out, dtype=np.float64)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="50,250,1000")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the per-cell table as CSV")
+    parser.add_argument("--text", action="store_true",
+                        help="the text_linear_probe cells instead (MiniLM's unit-norm embeddings, 128 tokens)")
+    parser.add_argument("--no-cv", action="store_true", help="test-split columns only (the CV is most of the time)")
     args = parser.parse_args(argv)
     from study.cli_support import quiet_tensorflow
 
@@ -52,23 +64,24 @@ def main(argv: list[str] | None = None) -> None:
     from study.zoo.backbones import get_backbone
 
     runs = pd.read_parquet(REPO / "results" / "reference" / "runs.parquet")
+    strategy, size = ("text_linear_probe", 128) if args.text else ("linear_probe", 64)
     keep = (
-        (runs["strategy"] == "linear_probe") & (runs["seed"] == args.seed) & (runs["image_size"] == 64)
+        (runs["strategy"] == strategy) & (runs["seed"] == args.seed) & (runs["image_size"] == size)
         & ~runs["dataset"].str.contains("@") & runs["source"].isna()
-        & runs["backbone"].isin(args.backbones.split(","))
+        & (runs["backbone"].isin(args.backbones.split(",")) | args.text)
         & runs["n_images"].isin([int(s) for s in args.sizes.split(",")])
     )  # fmt: skip
     cells = runs[keep].drop_duplicates(["dataset", "n_images", "backbone"])
     runner = CellRunner(config.cache_dir(), config.data_dirs(), config.weights_dirs())
     rows, t0 = [], time.perf_counter()
     for c in cells.itertuples(index=False):
-        cell = Cell(dataset=c.dataset, n_images=int(c.n_images), strategy="linear_probe", backbone=c.backbone,
-                    image_size=64, seed=args.seed, epochs=10, trials=1, augment=False, max_test=None,
+        cell = Cell(dataset=c.dataset, n_images=int(c.n_images), strategy=strategy, backbone=c.backbone,
+                    image_size=size, seed=args.seed, epochs=10, trials=1, augment=False, max_test=None,
                     grid="probe-recipe")  # fmt: skip
         data = runner.cell_data(cell)
-        spec = get_backbone(c.backbone)
-        train = runner.engine.pooled(data, spec, "pool", data.train_idx)[0].astype(np.float64)
-        test = runner.engine.pooled(data, spec, "test", data.test_idx)[0].astype(np.float64)
+        spec = None if args.text else get_backbone(c.backbone)
+        train, test = _features(runner, data, spec, "pool", data.train_idx), _features(runner, data, spec, "test",
+                                                                                       data.test_idx)  # fmt: skip
         scaler = StandardScaler().fit(train)
         inputs = {"standardised": (scaler.transform(train), scaler.transform(test)), "raw": (train, test),
                   "l2": (normalize(train), normalize(test))}  # fmt: skip
@@ -82,16 +95,18 @@ def main(argv: list[str] | None = None) -> None:
         # The same comparison made the way a recipe should be chosen, on training images only: 5-fold out-of-fold
         # accuracy over the cell's N images (train + validation, as the advisor's cell probes), never its test split.
         rows_n = np.sort(np.concatenate([data.train_idx, data.val_idx]))
-        feats = runner.engine.pooled(data, spec, "pool", rows_n)[0].astype(np.float64)
+        feats = _features(runner, data, spec, "pool", rows_n)
         labels = data.pool.labels[rows_n]
         groups = None if data.pool.groups is None else data.pool.groups[rows_n]
         if groups is not None and np.unique(groups).size < 2:
             groups = None
-        for name, standardise in (("cv_standardised", True), ("cv_raw", False)):
+        for name, standardise in () if args.no_cv else (("cv_standardised", True), ("cv_raw", False)):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pred = out_of_fold(feats, labels, FOLDS, args.seed, linear_predictor(1.0, standardise), groups)[0]
             row[name] = float(np.mean(pred == labels))
+        if args.no_cv:
+            row["cv_standardised"] = row["cv_raw"] = np.nan
         rows.append(row)
         print(f"{c.dataset[:26]:26s} n={c.n_images:<5d} {c.backbone:18s} reference {c.accuracy:.3f}  " +
               "  ".join(f"{r} {row[r]:.3f}" for r in RECIPES) + f"  ({time.perf_counter() - t0:.0f} s)",

@@ -3,12 +3,14 @@
 Computed on the N *training* images only (a user's folder without its held-out split; a study cell's train +
 validation images, never its test split), so the study's cells and a user's folder get the same numbers:
 
-- ``linear_probe_accuracy``: cross-validated accuracy of the ``linear_probe`` strategy's own recipe (features
-  standardised on the training fold, logistic regression with C = 1), pooled over the out-of-fold predictions, with
-  ``linear_probe_std``, the standard deviation of the per-fold accuracies (how much to trust it). Version 1 used
-  L2-normalised features (the similarity report's probe); that much stronger regularisation ranked backbones worse:
-  on the first 12 datasets of the broad study its backbone pick for the linear probe lost 1.4-1.8 points at n = 250
-  and 1000 against the best backbone, more than always taking EfficientNet-Lite1 (0.7-1.0);
+- ``linear_probe_accuracy``: cross-validated accuracy of the linear-probe strategy's own recipe (logistic regression
+  with C = 1 on the raw pooled features for images, on embeddings standardised on the training fold for text:
+  ``standardise``), pooled over the out-of-fold predictions, with ``linear_probe_std``, the standard deviation of the
+  per-fold accuracies (how much to trust it). Version 1 used L2-normalised features (the similarity report's probe);
+  that much stronger regularisation ranked backbones worse: on the first 12 datasets of the broad study its backbone
+  pick for the linear probe lost 1.4-1.8 points at n = 250 and 1000 against the best backbone, more than always taking
+  EfficientNet-Lite1 (0.7-1.0). Version 2 standardised image features, as the strategy then did; version 3 follows
+  the strategy to raw features (``study.train.strategies.run_linear_probe`` says why);
 - ``knn_accuracy``: cross-validated k-nearest-neighbour accuracy on the same folds;
 - ``logme``: LogME (You et al., ICML 2021; ``study.probes.similarity.logme``) on all N images (no folds: it is an
   evidence, not a held-out score).
@@ -36,9 +38,12 @@ PROBE_KEYS = ("linear_probe_accuracy", "linear_probe_std", "knn_accuracy", "logm
 
 def probe_scores(
     F: npt.ArrayLike, y: npt.ArrayLike, groups: npt.ArrayLike | None = None, folds: int = FOLDS, seed: int = 0,
-    k: int = K,
+    k: int = K, standardise: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Every probe of one feature set: the ``PROBE_KEYS`` plus ``n``, ``n_classes``, ``folds`` and ``seconds``.
+
+    ``standardise``: the linear probe standardises the features on each training fold first (the text strategy's
+    recipe); images use the raw features, as their ``linear_probe`` strategy does.
 
     Raises ``StudyError`` (one line) when the images cannot be probed: fewer than 4, a single class, or a class with
     a single image (no fold could hold it out and train on it).
@@ -56,7 +61,7 @@ def probe_scores(
     # made a 1000-image probe 20x slower (2.4 s instead of 0.05 s for the five logistic regressions, measured).
     with threadpool_limits(1):
         raw = np.asarray(F, dtype=np.float64)
-        lin, tests = out_of_fold(raw, labels, folds, seed, linear_predictor(1.0, standardise=True), groups)
+        lin, tests = out_of_fold(raw, labels, folds, seed, linear_predictor(1.0, standardise), groups)
         near, _ = out_of_fold(f, labels, folds, seed, knn_predictor(k), groups)
         evidence = logme(raw, labels)
     per_fold = [float(np.mean(lin[t] == labels[t])) for t in tests]

@@ -233,7 +233,8 @@ def knn_predictor(k: int) -> FitPredict:
 
 def linear_predictor(c: float, standardise: bool = False) -> FitPredict:
     """The linear probe's fold: L2-regularised logistic regression with inverse regularisation ``c``; with
-    ``standardise``, features standardised on the training fold first (the ``linear_probe`` strategy's recipe)."""
+    ``standardise``, features standardised on the training fold first (the ``text_linear_probe`` strategy's recipe;
+    the image ``linear_probe`` takes the features as they are)."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

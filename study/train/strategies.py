@@ -542,40 +542,42 @@ def run_scratch_small(data: CellData, spec: BackboneSpec | None, cfg: TrainConfi
 
 
 def run_linear_probe(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
-    """Standardised pooled features + multinomial logistic regression; folded into one Dense layer to deploy."""
+    """Multinomial logistic regression on the raw pooled features; one Dense layer to deploy.
+
+    Raw, not standardised: standardising gives every low-variance feature unit variance, and with few images the
+    L2-regularised regression then fits noise. On the reference study's 320 image cells (5 backbones, seed 0) raw
+    features scored 5.2 points higher at n = 50 (87 of 100 cells), 1.5 at 250, 1.0 at 1000 and 0.4 at 4000, and
+    5-fold cross-validation on the training images alone preferred them too (``bench.linear_probe_recipe``).
+    """
     import keras
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     before = engine.cache.stats.extract_seconds
     ftr = engine.pooled(data, spec, "pool", data.train_idx)[0]
     fval = engine.pooled(data, spec, "pool", data.val_idx)[0]
     ftest = engine.pooled(data, spec, "test", data.test_idx)[0]
     t0 = time.perf_counter()
-    scaler = StandardScaler().fit(ftr)
     clf = LogisticRegression(C=cfg.linear_c, max_iter=2000, random_state=cfg.seed)
     with warnings.catch_warnings():  # few images per class (n = 50, 21 classes) is the point, not a regression
         warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
-        clf.fit(scaler.transform(ftr), data.y_train)
+        clf.fit(ftr, data.y_train)
     train_seconds = time.perf_counter() - t0
 
     def proba(f: np.ndarray) -> np.ndarray:
         out = np.zeros((len(f), data.n_classes))
-        out[:, clf.classes_] = clf.predict_proba(scaler.transform(f))
+        out[:, clf.classes_] = clf.predict_proba(f)
         return out
 
     def build() -> Any:
-        # z = (f - mu) / sd; logits = z W^T + b  ==  f (W / sd)^T + (b - (mu / sd) W^T)
         w = np.zeros((data.n_classes, ftr.shape[1]))
         b = np.full(data.n_classes, -1e4)  # classes absent from training never win
         coef, icpt = clf.coef_, clf.intercept_
         if len(clf.classes_) == 2 and coef.shape[0] == 1:
             coef, icpt = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, icpt[0]])
         w[clf.classes_], b[clf.classes_] = coef, icpt
-        sd = scaler.scale_
         dense = keras.layers.Dense(data.n_classes, activation="softmax")
         dense.build((None, ftr.shape[1]))
-        dense.set_weights([(w / sd).T.astype("float32"), (b - (scaler.mean_ / sd) @ w.T).astype("float32")])
+        dense.set_weights([w.T.astype("float32"), b.astype("float32")])
         head = keras.Sequential([dense], name="head")
         backbone = _frozen(build_backbone(spec, data.image_size, dirs=engine.weights))
         return deployable(spec, backbone, head, data.image_size)
@@ -644,8 +646,8 @@ for _s in (
     Strategy(
         name="linear_probe",
         run=run_linear_probe,
-        recipe="Standardised cached pooled features + scikit-learn multinomial logistic regression (C tuned): the "
-        "cheapest transfer baseline.",
+        recipe="Cached pooled features as they are (not standardised) + scikit-learn multinomial logistic regression "
+        "(C tuned): the cheapest transfer baseline.",
         pretrained=True,
         params=("linear_c",),
         freeze_level=3,

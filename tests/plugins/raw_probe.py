@@ -1,7 +1,7 @@
 """Test plugin: a strategy registered from outside the package, the way a user's ``--plugin`` module does it.
 
-``raw_probe`` is logistic regression on the cached pooled features without standardising them (the study's
-``linear_probe`` standardises): one record, nothing else to edit anywhere.
+``raw_probe`` is logistic regression on the cached pooled features as they are: the built-in ``linear_probe``'s
+recipe without its deployment export, the smallest complete strategy. One record, nothing else to edit anywhere.
 """
 
 from __future__ import annotations
