@@ -45,7 +45,7 @@ from study.train.strategies import is_text_strategy, strategy_or_none
 TEXT_SUFFIX = ".txt"
 PROBE_MAX_LENGTH = 128
 """Token budget of the probes: the text grid's, so the measured figures sit on the study's scale."""
-TEXT_PROBES_VERSION = 1
+TEXT_PROBES_VERSION = 2
 """Bump when the text probes change what they compute: cached scores of older versions are ignored."""
 HELD_OUT = 0.2
 """The share of the texts ``advisor train`` holds out for testing (``register_text_csv``'s fixed split)."""
@@ -202,6 +202,7 @@ def text_probes(path: str | Path, max_length: int = PROBE_MAX_LENGTH, seed: int 
     from study.data import catalog as study_data
     from study.probes import text_domain
     from study.probes.scores import probe_scores
+    from study.train.text_strategies import PROBE_C_GRID
 
     src = Path(path).expanduser().resolve()
     texts, labels = read_texts(src)
@@ -220,7 +221,7 @@ def text_probes(path: str | Path, max_length: int = PROBE_MAX_LENGTH, seed: int 
         def compute() -> dict[str, Any]:
             t1 = time.perf_counter()
             try:
-                scores = probe_scores(F, names, ds.pool.groups, seed=seed, standardise=True)
+                scores = probe_scores(F, names, ds.pool.groups, seed=seed, c_grid=PROBE_C_GRID)
             except StudyError as error:
                 message = str(error).replace("training image", "training text").replace("images", "texts")
                 raise AdvisorError(f"{src}: {message} (after the {HELD_OUT:.0%} that advisor train holds out); "

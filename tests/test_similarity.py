@@ -227,3 +227,19 @@ def test_similarity_report_has_every_score() -> None:
     assert report["cv_groups"] is None
     assert similarity_report(f, y, groups=np.arange(len(y)) // 4)["cv_groups"] == len(y) // 4
     assert math.isnan(similarity_report(f, y)["frechet_distance"])
+
+
+def test_select_c_takes_the_penalty_its_folds_prefer_and_the_stronger_one_on_a_tie():
+    from study.probes.similarity import select_c
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], [45, 15])
+    signal = labels[:, None] * 2.0 - 1.0 + rng.normal(0, 0.5, (60, 4))
+    # Tiny coordinates (as unit-norm embeddings have): a strong penalty flattens the fit to the majority class (75 %),
+    # a weak one separates the classes, so the folds must prefer the large C.
+    c, predictions, tests = select_c(signal * 1e-3, labels, (0.01, 1.0, 1e6), 5, 0)
+    assert c == 1e6 and np.mean(predictions == labels) > 0.9
+    assert sorted(np.concatenate(tests).tolist()) == list(range(60))  # every row held out exactly once
+    # At unit scale C = 1 already separates them as well as 1e6: the tie goes to the smaller C, whatever the order.
+    c, _, _ = select_c(signal, labels, (1e6, 1.0), 5, 0)
+    assert c == 1.0

@@ -4,13 +4,14 @@ Computed on the N *training* images only (a user's folder without its held-out s
 validation images, never its test split), so the study's cells and a user's folder get the same numbers:
 
 - ``linear_probe_accuracy``: cross-validated accuracy of the linear-probe strategy's own recipe (logistic regression
-  with C = 1 on the raw pooled features for images, on embeddings standardised on the training fold for text:
-  ``standardise``), pooled over the out-of-fold predictions, with ``linear_probe_std``, the standard deviation of the
-  per-fold accuracies (how much to trust it). Version 1 used L2-normalised features (the similarity report's probe);
-  that much stronger regularisation ranked backbones worse: on the first 12 datasets of the broad study its backbone
-  pick for the linear probe lost 1.4-1.8 points at n = 250 and 1000 against the best backbone, more than always taking
-  EfficientNet-Lite1 (0.7-1.0). Version 2 standardised image features, as the strategy then did; version 3 follows
-  the strategy to raw features (``study.train.strategies.run_linear_probe`` says why);
+  on the raw features: C = 1 for images; for text the C of ``c_grid`` that cross-validates best on these same folds,
+  as the text strategy chooses it), pooled over the out-of-fold predictions, with ``linear_probe_std``, the standard
+  deviation of the per-fold accuracies (how much to trust it). Version 1 used L2-normalised features (the
+  similarity report's probe); that much stronger regularisation ranked backbones worse: on the first 12 datasets of
+  the broad study its backbone pick for the linear probe lost 1.4-1.8 points at n = 250 and 1000 against the best
+  backbone, more than always taking EfficientNet-Lite1 (0.7-1.0). Version 2 standardised image features, as the
+  strategy then did; version 3 follows the strategy to raw features (``study.train.strategies.run_linear_probe``
+  says why);
 - ``knn_accuracy``: cross-validated k-nearest-neighbour accuracy on the same folds;
 - ``logme``: LogME (You et al., ICML 2021; ``study.probes.similarity.logme``) on all N images (no folds: it is an
   evidence, not a held-out score).
@@ -22,6 +23,7 @@ smallest class allows (``study.probes.similarity.out_of_fold``).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,7 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from study.errors import StudyError
-from study.probes.similarity import _probe_inputs, knn_predictor, linear_predictor, logme, out_of_fold
+from study.probes.similarity import _probe_inputs, knn_predictor, linear_predictor, logme, out_of_fold, select_c
 
 FOLDS = 5
 K = 5
@@ -38,12 +40,13 @@ PROBE_KEYS = ("linear_probe_accuracy", "linear_probe_std", "knn_accuracy", "logm
 
 def probe_scores(
     F: npt.ArrayLike, y: npt.ArrayLike, groups: npt.ArrayLike | None = None, folds: int = FOLDS, seed: int = 0,
-    k: int = K, standardise: bool = False,
+    k: int = K, c_grid: Sequence[float] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Every probe of one feature set: the ``PROBE_KEYS`` plus ``n``, ``n_classes``, ``folds`` and ``seconds``.
 
-    ``standardise``: the linear probe standardises the features on each training fold first (the text strategy's
-    recipe); images use the raw features, as their ``linear_probe`` strategy does.
+    ``c_grid``: the linear probe reports the best-cross-validating C of the grid (the text strategy's recipe; its
+    accuracy is then the selected value's, optimistic by the selection as SentEval's dev accuracy is); None: C = 1,
+    the image ``linear_probe``'s recipe.
 
     Raises ``StudyError`` (one line) when the images cannot be probed: fewer than 4, a single class, or a class with
     a single image (no fold could hold it out and train on it).
@@ -61,7 +64,10 @@ def probe_scores(
     # made a 1000-image probe 20x slower (2.4 s instead of 0.05 s for the five logistic regressions, measured).
     with threadpool_limits(1):
         raw = np.asarray(F, dtype=np.float64)
-        lin, tests = out_of_fold(raw, labels, folds, seed, linear_predictor(1.0, standardise), groups)
+        if c_grid is None:
+            lin, tests = out_of_fold(raw, labels, folds, seed, linear_predictor(1.0), groups)
+        else:
+            _, lin, tests = select_c(raw, labels, c_grid, folds, seed, groups)
         near, _ = out_of_fold(f, labels, folds, seed, knn_predictor(k), groups)
         evidence = logme(raw, labels)
     per_fold = [float(np.mean(lin[t] == labels[t])) for t in tests]

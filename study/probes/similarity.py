@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -244,6 +244,26 @@ def linear_predictor(c: float, standardise: bool = False) -> FitPredict:
         return model.fit(train_x, train_y).predict(test_x)
 
     return fit_predict
+
+
+def select_c(
+    f: _F64, labels: npt.NDArray[Any], grid: Sequence[float], folds: int, seed: int, groups: npt.ArrayLike | None = None
+) -> tuple[float, npt.NDArray[Any], list[npt.NDArray[np.int64]]]:  # fmt: skip
+    """(C, its out-of-fold predictions, the folds' test rows): the ``grid`` value whose logistic regression on the
+    raw features is most accurate over ``out_of_fold``'s folds; ties go to the smaller C (the stronger penalty).
+
+    SentEval's recipe for frozen sentence embeddings (``KFoldClassifier``: 5-fold cross-validation over C on the
+    training set only), so choosing C never reads a test split.
+    """
+    best: tuple[float, float, npt.NDArray[Any], list[npt.NDArray[np.int64]]] | None = None
+    for c in sorted(grid):
+        predictions, tests = out_of_fold(f, labels, folds, seed, linear_predictor(float(c)), groups)
+        accuracy = float(np.mean(predictions == labels))
+        if best is None or accuracy > best[1]:
+            best = (float(c), accuracy, predictions, tests)
+    if best is None:
+        raise StudyError("select_c needs at least one C in its grid")
+    return best[0], best[2], best[3]
 
 
 def knn_accuracy(
