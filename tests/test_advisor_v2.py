@@ -434,3 +434,34 @@ def test_fitted_models_are_cached_by_their_rows_code_and_versions(tmp_path, monk
     for entry in (tmp_path / "advisor").glob("demo-*.pkl"):
         entry.write_bytes(b"not a pickle")
     assert cached_fit("demo", fit, runs, sims) == {"fitted": 3}
+
+
+def test_probe_shrinkage_recovers_the_noise_and_trusts_probes_more_as_n_grows():
+    from advisor.gain import ProbeShrinkage
+
+    rng = np.random.default_rng(0)
+    offsets = {"bb_a": 0.02, "bb_b": 0.0, "bb_c": -0.02}
+    tau2, kappa = 0.0004, 0.1  # true deviation sd 2 points; sampling noise sd 4.5 points at n = 50, 0.5 at 4000
+    rows = []
+    for d in range(60):
+        level = rng.uniform(0.5, 0.8)
+        deviation = {b: rng.normal(0, math.sqrt(tau2)) for b in offsets}
+        for n in (50, 250, 1000, 4000):
+            for b, off in offsets.items():
+                probe = level + off + deviation[b] + rng.normal(0, math.sqrt(kappa / n))
+                rows.append({"dataset": f"d{d}", "n_images": n, "image_size": 64, "backbone": b, "probe": probe,
+                             "best_probe": np.nan, "strategy": "linear_probe"})  # fmt: skip
+    table = pd.DataFrame(rows)
+    shrink = ProbeShrinkage().fit(table)
+    assert shrink.tau2_ == pytest.approx(tau2, rel=0.5) and shrink.kappa_ == pytest.approx(kappa, rel=0.25)
+    assert shrink.offsets_["bb_a"] - shrink.offsets_["bb_c"] == pytest.approx(0.04, abs=0.006)
+    w = shrink.weight([50, 250, 1000, 4000])
+    assert np.all(np.diff(w) > 0) and w[0] < 0.3 and w[-1] > 0.9
+    # one new cell: at n = 50 a 3-point probe lead of the backbone the study rates lowest is mostly noise and is
+    # shrunk below the best-rated backbone; at n = 4000 the same lead is believed
+    for n, leader in ((50, "bb_a"), (4000, "bb_c")):
+        cell = pd.DataFrame({"dataset": "new", "n_images": n, "image_size": 64, "backbone": list(offsets),
+                             "probe": [0.70, 0.70, 0.73], "best_probe": 0.73, "strategy": "linear_probe"})  # fmt: skip
+        out = shrink.transform(cell).set_index("backbone")
+        assert out["probe"].idxmax() == leader
+        assert set(out["best_probe"]) == {out["probe"].max()} and out.loc[leader, "probe_vs_best"] == 0
