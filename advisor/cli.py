@@ -299,7 +299,7 @@ def format_probes(probes: Any, advice: Any) -> str:
     sw, bw = (max(len(x) for x in shown[c].astype(str)) + 2 for c in ("strategy", "backbone"))
     for i, r in enumerate(shown.itertuples(index=False), 1):
         flag = "  EXTRAPOLATED: never measured at this n" if r.extrapolated else ""
-        basis = "measured probe" if r.frozen else "gain model"
+        basis = "your probe, weighed by n" if r.frozen else "gain model"  # shrunk: advisor.gain.ProbeShrinkage
         lines.append(f"{i:>2}  {r.strategy:<{sw}}{r.backbone:<{bw}}{r.accuracy:.3f} ({r.low:.3f}-{r.high:.3f}), "
                      f"{basis}{flag}")  # fmt: skip
     return "\n".join(lines)

@@ -9,9 +9,9 @@ training more of the network gains over that, as a function of the traits. The m
   (``ProbeShrinkage``: weight 0.2 on the measured deviation at n = 50, 0.95 at 4000 on the broad reference);
   ``best_probe`` is the best backbone's (shrunk) cross-validated linear-probe accuracy;
 - **frozen options** (``freeze_level`` 3: the linear probe and feature extraction) are the probe itself:
-  expected accuracy = that backbone's measured probe + the strategy's offset (a ridge regression of
+  expected accuracy = that backbone's (shrunk) probe + the strategy's offset (a ridge regression of
   accuracy - probe on log2 n, log2 classes and the relative domain gap). One offset per strategy, so the frozen
-  options are **ranked by their measured probe**;
+  options are **ranked by their probe**, weighed against the backbone's record as much as n warrants;
 - **every other option** (strategy x backbone) gets a ridge regression (standardised features, ``alpha``) of its
   gain, accuracy - ``best_probe``, on log2 n, log2 classes, the relative gap, ``best_probe``, and its backbone's
   probe and LogME relative to the best backbone's (the probe ranking as a feature), those two held to
