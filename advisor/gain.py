@@ -255,8 +255,12 @@ class GainModel(BaseEstimator):
             out[at] = back(t)
         return pd.Series(out, index=rows.index)
 
-    def predict(self, traits: dict[str, Any], probes: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, traits: dict[str, Any], probes: pd.DataFrame, shrink_n: int | None = None) -> pd.DataFrame:
         """Every modelled option for one dataset: ``accuracy``, ``low``, ``high``, ``extrapolated``, best first.
+
+        ``shrink_n``: weigh the probes as if measured on that many images (default the traits' n). The pilot
+        (``advisor.pilot``) predicts at its size m with the weight of the user's n: its shift, pilot(m) minus this
+        prediction, then adds the dataset's own deviation to predicted(n) once, not 1 + w(n) - w(m) times.
 
         ``traits``: ``n_images`` and optionally ``n_classes``, ``gap`` (relative); ``probes``: one row per backbone
         with ``linear_probe_accuracy`` and ``logme`` (``advisor.probes.folder_probes``). Options on a backbone
@@ -267,7 +271,7 @@ class GainModel(BaseEstimator):
         n = int(traits["n_images"])
         k = traits.get("n_classes")
         gap = traits.get("gap")
-        base = {"n_images": n, "log2_n": math.log2(n),
+        base = {"n_images": n, "shrink_n": int(shrink_n) if shrink_n else n, "log2_n": math.log2(n),
                 "log2_classes": math.log2(k) if k else self.defaults_["log2_classes"],
                 "gap": float(gap) if gap is not None and gap == gap else self.defaults_["gap"]}  # fmt: skip
         by_backbone = probes.groupby("backbone")[["linear_probe_accuracy", "logme"]].mean()
@@ -406,7 +410,8 @@ class ProbeShrinkage:
         base = base.drop_duplicates(["key", "backbone"])
         level = (base["probe"] - base["off"]).groupby(base["key"]).mean()
         prior = keys.map(level) + offset
-        shrunk = prior + self.weight(out["n_images"]) * (out["probe"] - prior)
+        noise_n = out["shrink_n"] if "shrink_n" in out.columns else out["n_images"]
+        shrunk = prior + self.weight(noise_n) * (out["probe"] - prior)
         out.loc[real, "probe"] = shrunk[real]
         best = out.loc[real].groupby(keys[real])["probe"].max()
         out["best_probe"] = keys.map(best).fillna(out["best_probe"])

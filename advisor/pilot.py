@@ -142,7 +142,7 @@ def run_pilot(folder: Any, ranking: pd.DataFrame, traits: dict[str, Any], gain: 
             groups = None if ds.pool.groups is None else ds.pool.groups[rows]
             probes_m.append({"backbone": backbone, **probe_images(engine, as_probed, backbone, rows, labels[rows],
                                                                   groups, seed)})  # fmt: skip
-        predicted_m = gain.predict({**traits, "n_images": m}, pd.DataFrame(probes_m))
+        predicted_m = gain.predict({**traits, "n_images": m}, pd.DataFrame(probes_m), shrink_n=n)
         # the pilot's "test" split is the scored part of the pool: its own fingerprint, so no cached row of the
         # folder's real test split can be confused with it
         view = CellData(ds.name, ds.domain, list(ds.class_names), f"{ds.source_checksum}+pilot", image_size,
@@ -257,7 +257,7 @@ def evaluate_pilot(runs: pd.DataFrame, similarity: pd.DataFrame | None, probes: 
             record = {"n_images": n, "image_size": size, "gap": gap}
             traits = _cell_traits(traits_source, record, cell)
             pred_n = fitted.predict(traits, pn)
-            pred_m = fitted.predict({**traits, "n_images": m}, pm)
+            pred_m = fitted.predict({**traits, "n_images": m}, pm, shrink_n=n)
             at_n = halves[(halves["dataset"] == dataset) & (halves["n_images"] == n) & (halves["image_size"] == size)]
             at_m = halves[(halves["dataset"] == dataset) & (halves["n_images"] == m) & (halves["image_size"] == size)]
             at_n, at_m = at_n.set_index(["strategy", "backbone"]), at_m.set_index(["strategy", "backbone"])

@@ -132,7 +132,8 @@ def test_a_pilot_on_a_folder_never_reads_its_held_out_split(tmp_path, monkeypatc
     class FakeGain:
         backbones_ = ["mobilenet_075"]
 
-        def predict(self, traits, probes):
+        def predict(self, traits, probes, shrink_n=None):
+            assert shrink_n == 220  # the pilot's prediction at m weighs the probes as at the folder's n
             return ranking.assign(accuracy=0.7)
 
     ranking = pd.DataFrame({"strategy": ["full_fine_tune"], "backbone": ["mobilenet_075"], "accuracy": [0.8],
