@@ -154,7 +154,8 @@ class GainModel(BaseEstimator):
         alphas = ALPHAS if self.alpha == "auto" else (float(self.alpha),)
         variants = tuple(VARIANTS) if self.variant == "auto" else (self.variant,)
         candidates = [(v, a) for v in variants for a in alphas]
-        inner = {c: self._inner(table, *c) for c in candidates}
+        shrinkers: dict[str, ProbeShrinkage | None] = {}  # one per inner training set, shared by every candidate
+        inner = {c: self._inner(table, *c, shrinkers) for c in candidates}
         (self.variant_, self.alpha_), self.selection_ = _one_se(inner) if len(candidates) > 1 else (candidates[0], {})
         self._fit_models(table, self.variant_, self.alpha_)
         self.residuals_ = inner[(self.variant_, self.alpha_)][0]
@@ -170,10 +171,15 @@ class GainModel(BaseEstimator):
         self.table_ = table  # what the rules (advisor.rules) are distilled from
         return self
 
-    def _fit_models(self, table: pd.DataFrame, variant: str, alpha: float) -> None:
+    def _fit_models(self, table: pd.DataFrame, variant: str, alpha: float,
+                    shrinkage: ProbeShrinkage | None = None) -> None:  # fmt: skip
+        """Fit every option's model on ``table``; ``shrinkage``: the probes' shrinkage already fitted on this same
+        table (it depends on the rows only, not on the candidate form), else fitted here when ``shrink``."""
         self.pooling_, self.scale_ = VARIANTS[variant]
         self.backbones_ = sorted(b for b in table["backbone"].unique() if b != NO_BACKBONE)
-        self.shrinkage_ = ProbeShrinkage().fit(table) if self.shrink else None
+        if shrinkage is None and self.shrink:
+            shrinkage = ProbeShrinkage().fit(table)
+        self.shrinkage_ = shrinkage
         table = self._scaled(table)
         self.models_: dict[Any, Any] = {}
         keys = pd.Series([self._model_key(s, b) for s, b in zip(table["strategy"], table["backbone"], strict=True)],
@@ -210,7 +216,7 @@ class GainModel(BaseEstimator):
 
     def _scaled(self, rows: pd.DataFrame) -> pd.DataFrame:
         """``rows`` plus the probes (and accuracy, when known) on the model's scale (shrunk first, if fitted so)."""
-        if getattr(self, "shrinkage_", None) is not None:
+        if self.shrinkage_ is not None:
             rows = self.shrinkage_.transform(rows)
         to = _SCALES[self.scale_][0]
         out = rows.assign(t_probe=to(rows["probe"]), t_best=to(rows["best_probe"]))
@@ -219,8 +225,11 @@ class GainModel(BaseEstimator):
             out["t_acc"] = to(out["accuracy"])
         return out
 
-    def _inner(self, table: pd.DataFrame, variant: str, alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(held-out residuals, held-out cells' pick regret) of a leave-one-dataset-out inside the training data."""
+    def _inner(self, table: pd.DataFrame, variant: str, alpha: float,
+               shrinkers: dict[str, ProbeShrinkage | None]) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+        """(held-out residuals, held-out cells' pick regret) of a leave-one-dataset-out inside the training data.
+
+        ``shrinkers``: each held-out group's probe shrinkage (fitted without it), filled on first use."""
         residuals, regrets = [], []
         groups = sorted(table["group"].unique())
         if len(groups) < 3:
@@ -228,7 +237,10 @@ class GainModel(BaseEstimator):
         for group in groups:
             inner = GainModel(alpha, self.interval, self.min_cells, variant, self.shrink)
             inner.defaults_ = self.defaults_
-            inner._fit_models(table[table["group"] != group], variant, alpha)
+            train = table[table["group"] != group]
+            if self.shrink and group not in shrinkers:
+                shrinkers[group] = ProbeShrinkage().fit(train)
+            inner._fit_models(train, variant, alpha, shrinkers.get(group))
             held = table[table["group"] == group]
             held = held.assign(pred=inner._predict_rows(held))
             ok = held.dropna(subset=["pred"])
@@ -403,8 +415,7 @@ class ProbeShrinkage:
         real = (out["backbone"] != NO_BACKBONE) & out["backbone"].isin(list(self.offsets_))
         if not real.any():
             return out
-        cell = [c for c in CELL if c in out.columns]
-        keys = out.groupby(cell, sort=False).ngroup() if cell else pd.Series(0, index=out.index)
+        keys = out.groupby([c for c in CELL if c in out.columns], sort=False).ngroup()  # predict's rows: n_images
         offset = out["backbone"].map(self.offsets_).astype(float)
         base = out.loc[real, ["backbone", "probe"]].assign(key=keys[real], off=offset[real])
         base = base.drop_duplicates(["key", "backbone"])
