@@ -233,8 +233,8 @@ def knn_predictor(k: int) -> FitPredict:
 
 def linear_predictor(c: float, standardise: bool = False) -> FitPredict:
     """The linear probe's fold: L2-regularised logistic regression with inverse regularisation ``c``; with
-    ``standardise``, features standardised on the training fold first (the ``text_linear_probe`` strategy's recipe;
-    the image ``linear_probe`` takes the features as they are)."""
+    ``standardise``, features standardised on the training fold first (the recipe both linear-probe strategies used
+    before 2026-12-01, kept for ``bench.linear_probe_recipe``; both now take the features as they are)."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

@@ -541,6 +541,19 @@ def run_scratch_small(data: CellData, spec: BackboneSpec | None, cfg: TrainConfi
     return _train_from_scratch(key, fresh, data, spec, None, cfg, engine)
 
 
+def probe_dense_weights(clf: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel (features, n_classes), bias) of one softmax Dense layer that predicts as the fitted scikit-learn
+    logistic regression ``clf``: a binary regression's one logit z becomes the pair (0, z), whose softmax is its
+    sigmoid, and a class absent from training gets bias -1e4, so it never wins. Both linear probes deploy this."""
+    coef, icpt = clf.coef_, clf.intercept_
+    if coef.shape[0] == 1:
+        coef, icpt = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, icpt[0]])
+    kernel = np.zeros((coef.shape[1], n_classes), dtype="float32")
+    bias = np.full(n_classes, -1e4, dtype="float32")
+    kernel[:, clf.classes_], bias[clf.classes_] = coef.T, icpt
+    return kernel, bias
+
+
 def run_linear_probe(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
     """Multinomial logistic regression on the raw pooled features; one Dense layer to deploy.
 
@@ -569,15 +582,9 @@ def run_linear_probe(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engin
         return out
 
     def build() -> Any:
-        w = np.zeros((data.n_classes, ftr.shape[1]))
-        b = np.full(data.n_classes, -1e4)  # classes absent from training never win
-        coef, icpt = clf.coef_, clf.intercept_
-        if len(clf.classes_) == 2 and coef.shape[0] == 1:
-            coef, icpt = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, icpt[0]])
-        w[clf.classes_], b[clf.classes_] = coef, icpt
         dense = keras.layers.Dense(data.n_classes, activation="softmax")
         dense.build((None, ftr.shape[1]))
-        dense.set_weights([w.T.astype("float32"), b.astype("float32")])
+        dense.set_weights(list(probe_dense_weights(clf, data.n_classes)))
         head = keras.Sequential([dense], name="head")
         backbone = _frozen(build_backbone(spec, data.image_size, dirs=engine.weights))
         return deployable(spec, backbone, head, data.image_size)

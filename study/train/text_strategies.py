@@ -29,7 +29,7 @@ from study.cache.features import FeatureEngine
 from study.cache.text_features import POOLED, embeddings, hidden_states, tokenizer
 from study.data.cell_data import CellData
 from study.train.head import train_head
-from study.train.strategies import Strategy, register_strategy
+from study.train.strategies import Strategy, probe_dense_weights, register_strategy
 from study.train.training import FitResult, TrainConfig, compile_classifier, count_params, fit
 from study.zoo.text import build_text_encoder, build_top, get_text_encoder
 from study.zoo.text.encoder import batches
@@ -257,21 +257,13 @@ def _frozen(engine: FeatureEngine) -> Any:
 
 
 def _probe_export(engine: FeatureEngine, clf: Any, n_classes: int) -> Any:
-    """Frozen MiniLM + the probe as one softmax Dense layer (a binary regression's one logit z becomes the pair
-    (0, z), whose softmax is its sigmoid)."""
+    """Frozen MiniLM + the probe as one softmax Dense layer (``probe_dense_weights``)."""
     import keras
 
-    coef, bias = clf.coef_, clf.intercept_
-    if coef.shape[0] == 1:
-        coef, bias = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], bias])
-    kernel = np.zeros((coef.shape[1], n_classes), dtype="float32")
-    full_bias = np.full(n_classes, -1e4, dtype="float32")  # a class absent from training is never predicted
-    kernel[:, clf.classes_] = coef.T
-    full_bias[clf.classes_] = bias
     dense = keras.layers.Dense(n_classes, activation="softmax", name="probe")
     inputs = _token_inputs()
     model = keras.Model(inputs, dense(_frozen(engine)(inputs)), name="text_linear_probe")
-    dense.set_weights([kernel, full_bias])
+    dense.set_weights(list(probe_dense_weights(clf, n_classes)))
     return model
 
 
