@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     from study.engine.cell import CellRunner
     from study.engine.grid import Cell
     from study.probes.scores import FOLDS
-    from study.probes.similarity import linear_predictor, out_of_fold
+    from study.probes.similarity import linear_predictor, out_of_fold, select_c
+    from study.train.text_strategies import PROBE_C_GRID
     from study.zoo.backbones import get_backbone
 
     runs = pd.read_parquet(REPO / "results" / "reference" / "runs.parquet")
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
                 warnings.simplefilter("ignore")  # few images per class at n = 50 is the point
                 clf = LogisticRegression(C=1.0, max_iter=2000, random_state=0).fit(a, data.y_train)
             row[name] = float(np.mean(clf.predict(b) == data.y_test))
+        if args.text:  # text_linear_probe's recipe since 8ea1493: raw embeddings, C by 5-fold CV on the training texts
+            c_best = select_c(train, data.y_train, PROBE_C_GRID, 5, args.seed)[0]
+            clf = LogisticRegression(C=c_best, max_iter=2000, random_state=0).fit(train, data.y_train)
+            row["raw_cv_c"] = float(np.mean(clf.predict(test) == data.y_test))
         # The same comparison made the way a recipe should be chosen, on training images only: 5-fold out-of-fold
         # accuracy over the cell's N images (train + validation, as the advisor's cell probes), never its test split.
         rows_n = np.sort(np.concatenate([data.train_idx, data.val_idx]))
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         table.to_csv(args.out, index=False)
     print()
-    print("| n | cells | reference | standardised (the study's) | raw | L2 | raw better / worse than standardised | "
+    print("| n | cells | reference | standardised (the recipe before 2026-12-01) | raw | L2 | raw better / worse than standardised | "
           "5-fold CV on the training images: standardised | raw | CV prefers raw / standardised |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for n, g in table.groupby("n_images"):
@@ -123,6 +128,11 @@ def main(argv: list[str] | None = None) -> None:
               f" | {g['l2'].mean():.4f} | {(g['raw'] > g['standardised']).sum()} / "
               f"{(g['raw'] < g['standardised']).sum()} | {g['cv_standardised'].mean():.4f} | {g['cv_raw'].mean():.4f}"
               f" | {(g['cv_raw'] > g['cv_standardised']).sum()} / {(g['cv_raw'] < g['cv_standardised']).sum()} |")
+    if args.text:
+        print("text_linear_probe's recipe (raw, C by 5-fold CV on the training texts), mean test accuracy per n: " +
+              ", ".join(f"{n}: {g['raw_cv_c'].mean():.4f}" for n, g in table.groupby("n_images")) +
+              f"; better / worse than standardised in {(table['raw_cv_c'] > table['standardised']).sum()} / "
+              f"{(table['raw_cv_c'] < table['standardised']).sum()} cells")  # fmt: skip
     print(f"pooled over all cells, CV on the training images prefers raw in "
           f"{(table['cv_raw'] > table['cv_standardised']).sum()} of {len(table)} cells")  # fmt: skip
 
