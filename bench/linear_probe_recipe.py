@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         table.to_csv(args.out, index=False)
     print()
-    print("| n | cells | reference | standardised (the recipe before 2026-12-01) | raw | L2 | raw better / worse than standardised | "
-          "5-fold CV on the training images: standardised | raw | CV prefers raw / standardised |")
+    print("| n | cells | reference | standardised (the recipe before 2026-12-01) | raw | L2 | "
+          "raw better / worse than standardised | 5-fold CV on the training images: standardised | raw | "
+          "CV prefers raw / standardised |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for n, g in table.groupby("n_images"):
         print(f"| {n} | {len(g)} | {g['reference'].mean():.4f} | {g['standardised'].mean():.4f} | {g['raw'].mean():.4f}"
