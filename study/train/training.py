@@ -92,12 +92,54 @@ def make_dataset(x: Any, y: np.ndarray, batch_size: int, shuffle: bool, seed: in
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def compile_classifier(model: Any, lr: float) -> Any:
-    """Compile for ``fit``: Adam at ``lr``, sparse categorical cross-entropy, accuracy (every strategy alike)."""
-    import keras
+_FUSED_ADAM: Any = None
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])  # fmt: skip
+
+def fused_adam(lr: float) -> Any:
+    """Keras' Adam with each variable's update done by TensorFlow's fused ``ResourceApplyAdam`` kernel.
+
+    Same rule and defaults as ``keras.optimizers.Adam`` (m, v, bias-corrected step size, epsilon outside the
+    square root), but one graph op per variable instead of about twenty: Keras builds its update from elementwise
+    ops, so tracing MobileNetV2's train step creates thousands of optimiser ops, and a new architecture's first
+    fit pays for them (``bench/README.md``, throughput). The results are not bit-identical to Keras' Adam (the
+    kernel orders the arithmetic differently), which the throughput benchmark checks against seed noise.
+    """
+    global _FUSED_ADAM
+    if _FUSED_ADAM is None:
+        import keras
+        import tensorflow as tf
+
+        class FusedAdam(keras.optimizers.Adam):
+            def _backend_update_step(self, grads: Any, trainable_variables: Any, learning_rate: Any) -> None:
+                step = tf.cast(self.iterations + 1, tf.float32)
+                beta_1 = tf.constant(self.beta_1, tf.float32)
+                beta_2 = tf.constant(self.beta_2, tf.float32)
+                beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
+                lr_t = tf.cast(learning_rate, tf.float32)
+                epsilon = tf.constant(self.epsilon, tf.float32)
+                for grad, variable in zip(grads, trainable_variables, strict=True):
+                    i = self._get_variable_index(variable)
+                    tf.raw_ops.ResourceApplyAdam(
+                        var=variable.value.handle,
+                        m=self._momentums[i].value.handle,
+                        v=self._velocities[i].value.handle,
+                        beta1_power=beta_1_power,
+                        beta2_power=beta_2_power,
+                        lr=lr_t,
+                        beta1=beta_1,
+                        beta2=beta_2,
+                        epsilon=epsilon,
+                        grad=tf.cast(grad, tf.float32),
+                    )
+
+        _FUSED_ADAM = FusedAdam
+    return _FUSED_ADAM(learning_rate=lr)
+
+
+def compile_classifier(model: Any, lr: float) -> Any:
+    """Compile for ``fit``: Adam at ``lr`` (``fused_adam``), sparse categorical cross-entropy, accuracy (every
+    strategy alike)."""
+    model.compile(optimizer=fused_adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
