@@ -79,3 +79,41 @@ def test_a_different_architecture_gets_its_own_model(cats, engine):
     strategy.run(a, SPEC, TrainConfig(epochs=1, seed=0, dropout=0.2), engine)
     strategy.run(a, SPEC, TrainConfig(epochs=1, seed=0, dropout=0.4), engine)
     assert len(pool._POOL) == 2
+
+
+
+def _tiny_model():
+    import keras
+
+    keras.utils.set_random_seed(1)
+    return keras.Sequential([keras.Input((12,)), keras.layers.Dense(8, activation="relu"),
+                             keras.layers.Dense(3, activation="softmax")])  # fmt: skip
+
+
+def test_fused_adam_follows_keras_adams_rule():
+    """compile_classifier's fused Adam takes the same steps as keras.optimizers.Adam (up to float rounding), with
+    the pool's reset (zeroed state) and a learning rate changed after compiling, as a pooled model gets it."""
+    import keras
+
+    from study.train.training import compile_classifier
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 12)).astype("float32"), rng.integers(0, 3, 64)
+
+    def trained(fused: bool) -> list[np.ndarray]:
+        model = _tiny_model()
+        if fused:
+            compile_classifier(model, 0.5)
+            for v in model.optimizer.variables:
+                v.assign(np.zeros(v.shape, dtype=v.dtype))
+            model.optimizer.learning_rate.assign(3e-2)
+        else:
+            model.compile(optimizer=keras.optimizers.Adam(3e-2), loss="sparse_categorical_crossentropy")
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        return [w.numpy() for w in model.weights]
+
+    initial = [w.numpy() for w in _tiny_model().weights]
+    keras_adam, fused_adam = trained(False), trained(True)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(keras_adam, initial, strict=True)) > 0.05  # it trained
+    for a, b in zip(keras_adam, fused_adam, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
