@@ -31,6 +31,7 @@ from study.cache.features import POOLED, FeatureEngine
 from study.data.cell_data import CellData
 from study.registry import Registry
 from study.train.head import HeadWeights, train_head
+from study.train.pointwise import pointwise_as_matmul
 from study.train.training import (
     FitResult,
     TrainConfig,
@@ -320,7 +321,7 @@ def run_fine_tune_top(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engi
     atest = engine.activations(data, spec, layer, "test", data.test_idx)[0]
 
     def build() -> pool.Pooled:
-        backbone = build_backbone(spec, data.image_size, dirs=engine.weights)
+        backbone = pointwise_as_matmul(build_backbone(spec, data.image_size, dirs=engine.weights))
         prefix, top = split_at(backbone, layer)
         prefix.trainable = False
         unfreeze(top)
@@ -409,7 +410,7 @@ def run_full_fine_tune(data: CellData, spec: BackboneSpec, cfg: TrainConfig, eng
     phase = _train_head(data, spec, cfg, engine)
 
     def build() -> pool.Pooled:
-        backbone = unfreeze(build_backbone(spec, data.image_size, dirs=engine.weights))
+        backbone = unfreeze(pointwise_as_matmul(build_backbone(spec, data.image_size, dirs=engine.weights)))
         head = _head(data.n_classes, cfg)
         model = _classifier(backbone, head, keras.Input(shape=(data.image_size, data.image_size, 3)))
         return pool.Pooled(model, backbone, head)
@@ -454,21 +455,23 @@ def _classifier_training_bn(backbone: Any, head: Any, image_size: int) -> Any:
 def run_scratch(data: CellData, spec: BackboneSpec, cfg: TrainConfig, engine: FeatureEngine) -> FitResult:
     _seed(cfg)
     key = ("scratch", spec.name, data.image_size, data.n_classes, cfg.dropout, cfg.weight_decay)
-    return _train_from_scratch(key, lambda: _scratch_model(spec, data, cfg), data, spec, spec, cfg, engine)
+    return _train_from_scratch(key, lambda: _scratch_model(spec, data, cfg), data, spec, spec, cfg, engine,
+                               trained_form=pointwise_as_matmul)  # fmt: skip
 
 
 def _train_from_scratch(
     key: tuple, fresh: Callable[[], Any], data: CellData, spec: BackboneSpec | None, prep: BackboneSpec | None,
-    cfg: TrainConfig, engine: FeatureEngine,
+    cfg: TrainConfig, engine: FeatureEngine, trained_form: Callable[[Any], Any] = lambda model: model,
 ) -> FitResult:  # fmt: skip
     """Train a randomly initialised model on images (``prep``: whose preprocessing, None = the model's own).
 
     ``fresh()`` builds the model with this cell's seeded initial values; the pooled (already traced) model of
-    ``key`` takes them over, so only the first cell of an architecture pays for tracing."""
+    ``key`` takes them over, so only the first cell of an architecture pays for tracing. ``trained_form`` turns
+    it into the form that is trained (``pointwise_as_matmul``); the deployable model is ``fresh()``'s form."""
     before = engine.cache.stats.extract_seconds
     initial = fresh()
-    model = pool.compiled(key, lambda: pool.Pooled(initial), cfg.lr_head).model  # first use: ``initial`` itself
-    if model is not initial:
+    model = pool.compiled(key, lambda: pool.Pooled(trained_form(initial)), cfg.lr_head).model
+    if model is not initial:  # a model built before (or ``trained_form``'s copy): give it this cell's values
         pool.assign(model.variables, initial.variables)
     t0 = time.perf_counter()
     curves = _fit_on_images(model, data, prep, cfg, "scratch")
