@@ -99,6 +99,7 @@ def train_text(
     from study import config
     from study.engine.cell import CellRunner
     from study.engine.grid import MAX_SEED, Cell
+    from study.train.deploy import inference_model
     from study.zoo.text import get_text_encoder
     from study.zoo.text.encoder import model_dir
 
@@ -147,6 +148,7 @@ def train_text(
     tmp.chmod(0o777 & ~_umask())
     try:
         shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+        model = inference_model(model)  # no optimizer state, nor the study's optimizer class, in the user's file
         model.save(tmp / "model.keras")
         exported = predict_proba(model, _tokenizer(tmp / "tokenizer.json", max_length), test_texts)
         diff = float(np.max(np.abs(exported - trained.result.test_proba))) if len(exported) else 0.0
