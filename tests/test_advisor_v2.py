@@ -90,6 +90,18 @@ def evaluated(study):
     return evaluate_methods(runs, sims, CHEAP, probes=probes, gain=GainModel())
 
 
+def test_folds_in_parallel_processes_give_the_same_tables(study, evaluated, monkeypatch):
+    import advisor.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "PARALLEL_MIN_RUNS", 0)  # the constructed table is small: force the processes
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    runs, sims, probes = study
+    table, picks = evaluate_methods(runs, sims, CHEAP, probes=probes, gain=GainModel())
+    pd.testing.assert_frame_equal(table, evaluated[0])
+    pd.testing.assert_frame_equal(picks, evaluated[1])
+    assert picks.attrs["gain_configs"] == evaluated[1].attrs["gain_configs"]
+
+
 # ---------------------------------------------------------------------------------------------------- baselines
 
 
