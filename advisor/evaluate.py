@@ -131,9 +131,9 @@ def _run_folds(jobs: list[tuple[Any, ...]], n_runs: int) -> list[tuple[list[dict
                                                                         list[str]]]:  # fmt: skip
     """``_fold`` of every job, in order; in parallel processes when the table is large (``PARALLEL_MIN_RUNS``).
     Each fold's result depends on its own inputs only, so the output is the same either way."""
-    import os
+    from study.config import cpu_count  # the CPUs this process may use (affinity), as the sweep counts them
 
-    n_jobs = min(len(jobs), os.cpu_count() or 1) if n_runs >= PARALLEL_MIN_RUNS else 1
+    n_jobs = min(len(jobs), cpu_count()) if n_runs >= PARALLEL_MIN_RUNS else 1
     if n_jobs <= 1:
         return [_fold(*job) for job in jobs]
     from joblib import Parallel, delayed

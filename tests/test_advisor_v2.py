@@ -94,7 +94,7 @@ def test_folds_in_parallel_processes_give_the_same_tables(study, evaluated, monk
     import advisor.evaluate as evaluate
 
     monkeypatch.setattr(evaluate, "PARALLEL_MIN_RUNS", 0)  # the constructed table is small: force the processes
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("study.config.cpu_count", lambda: 2)
     runs, sims, probes = study
     table, picks = evaluate_methods(runs, sims, CHEAP, probes=probes, gain=GainModel())
     pd.testing.assert_frame_equal(table, evaluated[0])
