@@ -67,7 +67,7 @@ def _models(image_size: int, n_classes: int, matmul: bool) -> dict[str, tuple[An
     import keras
 
     from study.train.pointwise import pointwise_as_matmul
-    from study.train.strategies import unfreeze
+    from study.train.strategies import _classifier, unfreeze
     from study.zoo.backbones import build_backbone, get_backbone, split_at
 
     spec = get_backbone("mobilenet_v2")
@@ -83,9 +83,8 @@ def _models(image_size: int, n_classes: int, matmul: bool) -> dict[str, tuple[An
         else:
             body, shape = backbone, (image_size, image_size, 3)
         unfreeze(body)
-        inputs = keras.Input(shape=shape)
-        x = keras.layers.GlobalAveragePooling2D()(body(inputs, training=False))
-        out[name] = (keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x)), shape)
+        head = keras.layers.Dense(n_classes, activation="softmax")
+        out[name] = (_classifier(body, head, keras.Input(shape=shape)), shape)  # the strategies' own wiring
     return out
 
 
