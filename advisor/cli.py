@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 
 from advisor.data import OTHER, AdvisorError
 from advisor.fitted import load_fitted
+from advisor.render import imbalance_note
 from study.cli_support import add_verbose_flag, quiet_tensorflow
 from study.data.datasets import known_domains
 from study.errors import StudyError
@@ -314,6 +315,9 @@ def format_recommendation(rec: Any, measured: dict[str, Any] | None = None) -> s
         lines.append(f"  measured from the folder: {measured['n_images']} images, {measured['n_classes']} classes, "
                      f"largest class {measured['imbalance']:.0%}, native size ~{measured['native_size']} px"
                      + (f", gap {measured['gap']:.2f}" if measured.get("gap") is not None else ""))  # fmt: skip
+        note = imbalance_note(measured)
+        if note:
+            lines.append(f"  {note}")
     for a in rec.assumed:
         lines.append(f"  assumed: {a}")
     f = rec.fitted_on

@@ -13,6 +13,24 @@ import pandas as pd
 
 from study.engine.store import NO_BACKBONE
 
+IMBALANCE_NOTE_RATIO = 1.5
+IMBALANCE_NOTE_MIN = 0.4
+
+
+def imbalance_note(measured: dict[str, Any] | None, items: str = "training images") -> str | None:
+    """A line for a folder whose largest class dominates: its accuracies must be read against always answering it.
+
+    The study's datasets are mostly balanced, so an expected accuracy of 0.90 means little next to a class that holds
+    88 % of the images; said when the largest class holds at least ``IMBALANCE_NOTE_RATIO`` times a balanced share
+    (and at least ``IMBALANCE_NOTE_MIN``)."""
+    if not measured or measured.get("imbalance") is None or not measured.get("n_classes"):
+        return None
+    share, k = float(measured["imbalance"]), int(measured["n_classes"])
+    if share < max(IMBALANCE_NOTE_RATIO / k, IMBALANCE_NOTE_MIN):
+        return None
+    return (f"your largest class holds {share:.0%} of the {items}, so always answering it scores about {share:.3f}; "
+            "read the accuracies against that (advisor train's metrics.json also reports balanced accuracy)")
+
 
 class FittedRules(Protocol):
     """What the rules text reads from a fitted ``Advisor``: its fitted attributes and its ``shrinkage`` setting."""

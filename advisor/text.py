@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from advisor.data import AdvisorError, load_results
+from advisor.render import imbalance_note
 from study.errors import StudyError
 from study.train.strategies import is_text_strategy, strategy_or_none
 
@@ -307,6 +308,9 @@ def _probe_lines(p: dict[str, Any], gaps: list[dict[str, Any]]) -> list[str]:
 def format_text_recommendation(measured: dict[str, Any], ranked: list[dict[str, Any]], n_texts: int) -> str:
     lines = [f"Advice for {n_texts} labelled texts: {measured['n_classes']} classes, largest class "
              f"{measured['imbalance']:.0%}, median {measured['median_characters']} characters."]  # fmt: skip
+    note = imbalance_note(measured, "labelled texts")
+    if note:
+        lines.append(f"  {note}")
     probed = "probes" in measured
     if probed:
         lines += _probe_lines(measured["probes"], measured.get("study_gaps", []))

@@ -612,3 +612,24 @@ def test_smoke_store_measures_a_folder(smoke_store, capsys, tmp_path):
     assert data["measured"]["gap"] is not None and data["measured"]["gap"] > 0
     assert data["traits"]["gap"] == pytest.approx(data["measured"]["gap"])
     assert any("domain 'other'" in f for f in data["extrapolation"])
+
+
+@pytest.mark.parametrize(("share", "k", "said"), [(0.88, 2, True), (0.70, 2, False), (0.45, 10, True),
+                                                  (0.14, 10, False), (0.34, 3, False)])  # fmt: skip
+def test_a_dominant_class_is_named_with_the_accuracy_of_always_answering_it(share, k, said):
+    """An expected accuracy of 0.90 on a folder whose largest class holds 88 % must be read against 0.88."""
+    from advisor.render import imbalance_note
+
+    note = imbalance_note({"imbalance": share, "n_classes": k})
+    assert (note is not None) == said
+    if said:
+        assert f"{share:.0%}" in note and f"{share:.3f}" in note and "balanced accuracy" in note
+    assert imbalance_note(None) is None and imbalance_note({"imbalance": None, "n_classes": 2}) is None
+
+
+def test_smoke_store_says_when_a_folder_is_dominated_by_one_class(smoke_store, capsys, tmp_path):
+    url, _, _ = smoke_store
+    folder = make_folder(tmp_path / "skewed", {"a": 18, "b": 3}, size=48)
+    code, out, err = run_cli(capsys, "recommend", "--data-dir", str(folder), "--results", url)
+    assert code == 0, err
+    assert "largest class holds 86% of the training images, so always answering it scores about 0.857" in out
