@@ -286,7 +286,9 @@ def format_pilot(pilot: dict[str, Any], minutes: float) -> str:
 
 def format_probes(probes: Any, advice: Any) -> str:
     """The folder's measured probes and, when the study's cell probes exist, the ranking built on them."""
-    lines = ["Measured on your training images (5-fold cross-validated; the held-out split never enters):",
+    repeats = int(probes["repeats"].max()) if "repeats" in probes and probes["repeats"].notna().any() else 1
+    partitions = f", averaged over {repeats} fold partitions" if repeats > 1 else ""
+    lines = [f"Measured on your training images (5-fold cross-validated{partitions}; the held-out split never enters):",
              f"  {'backbone':<20}{'linear probe':<22}{'kNN':<8}{'LogME':<9}seconds (features + probes)"]  # fmt: skip
     for r in probes.itertuples(index=False):
         probe = f"{r.linear_probe_accuracy:.3f} ± {r.linear_probe_std:.3f}"

@@ -39,11 +39,13 @@ from study.cache.json_files import cache_json, cached_json
 from study.errors import StudyError
 
 PROBES_FILE = "probes.parquet"
-PROBES_VERSION = 3
-"""Bump when ``study.probes.scores`` changes what it computes: cached scores of older versions are ignored."""
+PROBES_VERSION = 4
+"""Bump when ``study.probes.scores`` changes what it computes: cached scores of older versions are ignored (4: the
+linear probe and kNN averaged over ``repeats_for(n)`` fold partitions)."""
 KEY = ["dataset", "n_images", "seed", "image_size", "backbone"]
 COLUMNS = [*KEY, "linear_probe_accuracy", "linear_probe_std", "knn_accuracy", "logme", "n", "n_classes", "folds",
-           "data_checksum", "weights_checksum", "extract_seconds", "probe_seconds", "probes_version"]  # fmt: skip
+           "repeats", "data_checksum", "weights_checksum", "extract_seconds", "probe_seconds",
+           "probes_version"]  # fmt: skip
 
 
 def probe_images(engine: Any, data: Any, backbone: str, rows: np.ndarray, labels: np.ndarray,

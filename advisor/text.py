@@ -222,7 +222,7 @@ def text_probes(path: str | Path, max_length: int = PROBE_MAX_LENGTH, seed: int 
         def compute() -> dict[str, Any]:
             t1 = time.perf_counter()
             try:
-                scores = probe_scores(F, names, ds.pool.groups, seed=seed, c_grid=PROBE_C_GRID)
+                scores = probe_scores(F, names, ds.pool.groups, seed=seed, c_grid=PROBE_C_GRID, repeats=1)
             except StudyError as error:
                 message = str(error).replace("training image", "training text").replace("images", "texts")
                 raise AdvisorError(f"{src}: {message} (after the {HELD_OUT:.0%} that advisor train holds out); "

@@ -224,6 +224,45 @@ def test_probe_scores_on_constructed_features():
         probe_scores(rng.normal(0, 1, (9, 4)), [0, 0, 0, 0, 1, 1, 1, 1, 2])
 
 
+def test_probe_averages_repeated_fold_partitions():
+    """Repeats average the single-partition probes of seeds seed .. seed + R - 1 (the same images, other folds), so
+    the partition a probe draws stops deciding between backbones; small sets get more of them."""
+    from study.probes.scores import MAX_REPEATS, probe_scores, repeats_for
+
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 15)
+    f = rng.normal(0, 1, (45, 6)) + np.eye(3)[y] @ rng.normal(0, 0.8, (3, 6))
+    singles = [probe_scores(f, y, seed=3 + i, repeats=1) for i in range(4)]
+    four = probe_scores(f, y, seed=3, repeats=4)
+    assert four["repeats"] == 4 and four["folds"] == 5
+    assert four["linear_probe_accuracy"] == pytest.approx(np.mean([s["linear_probe_accuracy"] for s in singles]))
+    assert four["knn_accuracy"] == pytest.approx(np.mean([s["knn_accuracy"] for s in singles]))
+    assert len({s["linear_probe_accuracy"] for s in singles}) > 1  # the partitions do differ on 45 images
+    assert probe_scores(f, y, seed=3)["repeats"] == repeats_for(45) == MAX_REPEATS
+    assert [repeats_for(n) for n in (50, 250, 500, 1000, 4000)] == [8, 4, 2, 1, 1]
+    grid = probe_scores(f, y, c_grid=(0.01, 1.0), repeats=2)  # C chosen on the mean over the partitions
+    best = max(np.mean([probe_scores(f, y, seed=i, repeats=1, c_grid=(c,))["linear_probe_accuracy"]
+                        for i in range(2)]) for c in (0.01, 1.0))  # fmt: skip
+    assert grid["linear_probe_accuracy"] == pytest.approx(best)
+    with pytest.raises(StudyError, match="repeats"):
+        probe_scores(f, y, repeats=0)
+
+
+def test_probes_of_many_classes_with_few_images_each_are_quiet():
+    """30 classes x 2 images: scikit-learn's "looks like a regression target" warning (once per fold and repeat) and
+    LogME's overflow on labels a linear model fits exactly must not reach the user's terminal."""
+    import warnings
+
+    from study.probes.scores import probe_scores
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(30), 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = probe_scores(rng.normal(0, 1, (60, 5)), y)
+    assert s["repeats"] == 8 and 0.0 <= s["linear_probe_accuracy"] <= 1.0
+
+
 def make_folder(root: Path, counts: dict[str, int], size: int = 24) -> Path:
     from PIL import Image
 
