@@ -23,7 +23,7 @@ smallest class allows (``study.probes.similarity.out_of_fold``).
 several fold partitions of the same images (seeds ``seed, seed + 1, ...``). Which partition a probe happens to draw
 is noise about the user's own images that costs nothing to remove: measured on image folders of the data pack
 (PACS art paintings, five backbones, 8 partitions each), the difference between two backbones' single-partition
-probes moved with the partition by 6.4 points (sd) at 39 images and 2.5 at 199, as much as the backbones differ.
+probes moved with the partition by 6.4 points (sd) at 39 images and 2.5 at 202, as much as the backbones differ.
 Averaging R partitions divides that by about sqrt(R); small folders get more repeats (``REPEAT_IMAGES`` / n, at most
 ``MAX_REPEATS``), so a probe costs about the same at every n below ``REPEAT_IMAGES`` images. The text advisor keeps
 one partition (``repeats=1``): its probe mirrors ``text_linear_probe``, which chooses C on one partition.
