@@ -41,7 +41,7 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from study.errors import StudyError
-from study.probes.similarity import _probe_inputs, knn_predictor, linear_predictor, logme, out_of_fold
+from study.probes.similarity import _probe_inputs, knn_predictor, logme, out_of_fold, select_c_repeated
 
 FOLDS = 5
 K = 5
@@ -88,19 +88,12 @@ def probe_scores(
     seeds = [seed + i for i in range(r)]
     with threadpool_limits(1):
         raw = np.asarray(F, dtype=np.float64)
-        best: tuple[float, list[tuple[npt.NDArray[Any], list[npt.NDArray[np.int64]]]]] | None = None
-        for c in (1.0,) if c_grid is None else sorted(c_grid):  # ties go to the smaller C, as select_c's
-            runs = [out_of_fold(raw, labels, folds, s, linear_predictor(float(c)), groups) for s in seeds]
-            accuracy = float(np.mean([np.mean(lin == labels) for lin, _ in runs]))
-            if best is None or accuracy > best[0]:
-                best = (accuracy, runs)
-        if best is None:
-            raise StudyError("the linear probe needs at least one C in its grid")
+        _, accuracy, runs = select_c_repeated(raw, labels, (1.0,) if c_grid is None else c_grid, folds, seeds, groups)
         near = [out_of_fold(f, labels, folds, s, knn_predictor(k), groups)[0] for s in seeds]
         evidence = logme(raw, labels)
-    per_fold = [float(np.mean(lin[t] == labels[t])) for lin, tests in best[1] for t in tests]
-    return {"linear_probe_accuracy": best[0],
+    per_fold = [float(np.mean(lin[t] == labels[t])) for lin, tests in runs for t in tests]
+    return {"linear_probe_accuracy": accuracy,
             "linear_probe_std": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0,
             "knn_accuracy": float(np.mean([np.mean(p == labels) for p in near])), "logme": evidence,
-            "n": int(f.shape[0]), "n_classes": int(classes.size), "folds": len(best[1][0][1]), "repeats": r,
+            "n": int(f.shape[0]), "n_classes": int(classes.size), "folds": len(runs[0][1]), "repeats": r,
             "seconds": time.perf_counter() - t0}  # fmt: skip

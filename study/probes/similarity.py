@@ -102,6 +102,7 @@ def frechet_covariance_used(n_a: int, n_b: int, d: int, covariance: Covariance =
 # ----------------------------------------------------------------------------------------------------------
 
 
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")  # overflow on exactly fitted labels: NaN, said below
 def logme(F: npt.ArrayLike, y: npt.ArrayLike, max_iter: int = 1000, tol: float = 1e-10) -> float:
     """LogME (You et al., ICML 2021): mean over classes of the maximum log evidence per example.
 
@@ -153,6 +154,7 @@ def logme(F: npt.ArrayLike, y: npt.ArrayLike, max_iter: int = 1000, tol: float =
     # ||y||^2 - ||U'y||^2: the part of y outside F's column space, which no weights can fit.
     outside = np.clip((targets**2).sum(axis=0) - x2.sum(axis=0), 0.0, None)  # (C,)
     sig_c = sig[:, None]
+    tiny = np.finfo(np.float64).tiny
 
     def evidence(alpha: _F64, beta: _F64) -> _F64:
         denom = alpha + beta * sig_c  # eigenvalues of A on F's row space, shape (r, C)
@@ -169,19 +171,8 @@ def logme(F: npt.ArrayLike, y: npt.ArrayLike, max_iter: int = 1000, tol: float =
         )
         return value / n
 
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        value = _fixed_point(evidence, sig_c, x2, outside, n, classes.size, max_iter, tol)
-    # Labels a linear model fits exactly (e.g. 2 images per class in 30 classes) send beta to infinity and the
-    # evidence with it: no finite score to compare, so none (the advisor reads a missing LogME as no evidence).
-    return value if math.isfinite(value) else math.nan
-
-
-def _fixed_point(evidence: Callable[[_F64, _F64], _F64], sig_c: _F64, x2: _F64, outside: _F64, n: int, k: int,
-                 max_iter: int, tol: float) -> float:  # fmt: skip
-    """MacKay's fixed point of ``logme`` for ``k`` classes at once; the mean over classes of the last evidence."""
-    tiny = np.finfo(np.float64).tiny
-    alpha = np.ones(k)
-    beta = np.ones(k)
+    alpha = np.ones(classes.size)
+    beta = np.ones(classes.size)
     previous = evidence(alpha, beta)
     for _ in range(max_iter):
         denom = alpha + beta * sig_c
@@ -198,7 +189,10 @@ def _fixed_point(evidence: Callable[[_F64, _F64], _F64], sig_c: _F64, x2: _F64, 
         previous = current
         if steady or flat:
             break
-    return float(np.mean(previous))
+    value = float(np.mean(previous))
+    # Labels a linear model fits exactly (e.g. 2 images per class in 30 classes) send beta to infinity and the
+    # evidence with it: no finite score to compare, so none (the advisor reads a missing LogME as no evidence).
+    return value if math.isfinite(value) else math.nan
 
 
 def logme_evidence(F: npt.ArrayLike, y: npt.ArrayLike, alpha: float, beta: float) -> float:
@@ -265,15 +259,25 @@ def select_c(
     SentEval's recipe for frozen sentence embeddings (``KFoldClassifier``: 5-fold cross-validation over C on the
     training set only), so choosing C never reads a test split.
     """
-    best: tuple[float, float, npt.NDArray[Any], list[npt.NDArray[np.int64]]] | None = None
+    c, _, runs = select_c_repeated(f, labels, grid, folds, [seed], groups)
+    return c, runs[0][0], runs[0][1]
+
+
+def select_c_repeated(
+    f: _F64, labels: npt.NDArray[Any], grid: Sequence[float], folds: int, seeds: Sequence[int],
+    groups: npt.ArrayLike | None = None,
+) -> tuple[float, float, list[tuple[npt.NDArray[Any], list[npt.NDArray[np.int64]]]]]:  # fmt: skip
+    """``select_c`` over several fold partitions (one per seed): (C, its accuracy averaged over the partitions, each
+    partition's ``out_of_fold`` result for that C). A grid of one value is plain repeated cross-validation."""
+    best: tuple[float, float, list[tuple[npt.NDArray[Any], list[npt.NDArray[np.int64]]]]] | None = None
     for c in sorted(grid):
-        predictions, tests = out_of_fold(f, labels, folds, seed, linear_predictor(float(c)), groups)
-        accuracy = float(np.mean(predictions == labels))
+        runs = [out_of_fold(f, labels, folds, s, linear_predictor(float(c)), groups) for s in seeds]
+        accuracy = float(np.mean([np.mean(predictions == labels) for predictions, _ in runs]))
         if best is None or accuracy > best[1]:
-            best = (float(c), accuracy, predictions, tests)
+            best = (float(c), accuracy, runs)
     if best is None:
         raise StudyError("select_c needs at least one C in its grid")
-    return best[0], best[2], best[3]
+    return best
 
 
 def knn_accuracy(
@@ -446,10 +450,10 @@ def out_of_fold(
     with warnings.catch_warnings():
         # A singleton class cannot appear in every fold; sklearn warns, the pooled accuracy is still fair.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        splits = list(splitter.split(f, labels, group_ids))
-    with warnings.catch_warnings():  # few images per class (a fold of 250 with 101 classes) is the point, as in the
-        # linear_probe strategy's fit; scikit-learn suspects a regression target and would say so once per fold
+        # Few images per class (a fold of 250 with 101 classes) is the point, as in the linear_probe strategy's fit;
+        # scikit-learn suspects a regression target and would say so once per fold.
         warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
+        splits = list(splitter.split(f, labels, group_ids))
         for train, test in splits:
             train_labels = labels[train]
             if np.unique(train_labels).size < 2:
